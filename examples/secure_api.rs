@@ -1,0 +1,267 @@
+//! The portcullis demo service. See ARCHITECTURE.md §5 for its contract.
+//!
+//! ```text
+//! cargo run --example secure_api
+//! ```
+//!
+//! Without `PORTCULLIS_ISSUER` it runs in dev mode: an ephemeral Ed25519 key signs tokens for a
+//! reader, an editor and an admin, which are printed with ready-to-run curl lines; the public
+//! key is served at `/.well-known/jwks.json`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Json, Router};
+use portcullis::Security;
+use portcullis::authn::jwt::JwtAuthenticator;
+use portcullis::authz::{Rbac, authenticated, has_role, public};
+use portcullis::principal::Principal;
+use portcullis::rejection::{Rejection, RejectionKind};
+use portcullis::routing::{RouteReport, SecureRouter, get, post};
+use portcullis::testing::{TestKey, jwks_json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+const BODY_LIMIT: usize = 64 * 1024;
+const DEV_TOKEN_LIFETIME_SECS: u64 = 8 * 3600;
+
+#[derive(Clone, Serialize)]
+struct Document {
+    id: u64,
+    title: String,
+    url: String,
+    owner: String,
+}
+
+#[derive(Clone)]
+struct AppState {
+    documents: Arc<RwLock<BTreeMap<u64, Document>>>,
+    report: Arc<RouteReport>,
+    jwks: Arc<Value>,
+}
+
+#[derive(Deserialize)]
+struct NewDocument {
+    title: String,
+    url: String,
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn me(principal: Principal) -> Json<Value> {
+    Json(json!({
+        "subject": principal.subject(),
+        "kind": principal.kind(),
+        "issuer": principal.issuer(),
+        "roles": principal.roles(),
+        "scopes": principal.scopes(),
+        "auth_method": principal.auth_method(),
+    }))
+}
+
+async fn read_document(
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<Json<Document>, Rejection> {
+    let documents = state.documents.read().map_err(|_| Rejection::not_found())?;
+    documents
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(Rejection::not_found)
+}
+
+async fn create_document(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(new): Json<NewDocument>,
+) -> Result<impl IntoResponse, Rejection> {
+    let title_len = new.title.chars().count();
+    if !(1..=200).contains(&title_len) {
+        return Err(Rejection::new(
+            RejectionKind::ValidationFailed,
+            "title length out of 1..=200",
+        ));
+    }
+    if !new.url.starts_with("https://") {
+        return Err(Rejection::new(
+            RejectionKind::ValidationFailed,
+            "url is not https",
+        ));
+    }
+    let mut documents = state
+        .documents
+        .write()
+        .map_err(|_| Rejection::not_found())?;
+    let id = documents.keys().next_back().map_or(1, |last| last + 1);
+    let document = Document {
+        id,
+        title: new.title,
+        url: new.url,
+        owner: principal.subject().to_owned(),
+    };
+    documents.insert(id, document.clone());
+    Ok((StatusCode::CREATED, Json(document)))
+}
+
+async fn delete_document(
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, Rejection> {
+    let mut documents = state
+        .documents
+        .write()
+        .map_err(|_| Rejection::not_found())?;
+    documents
+        .remove(&id)
+        .map(|_| StatusCode::NO_CONTENT)
+        .ok_or_else(Rejection::not_found)
+}
+
+async fn routes_report(State(state): State<AppState>) -> Json<RouteReport> {
+    Json((*state.report).clone())
+}
+
+async fn jwks(State(state): State<AppState>) -> Json<Value> {
+    Json((*state.jwks).clone())
+}
+
+fn routes() -> SecureRouter<AppState> {
+    let rbac = Rbac::builder()
+        .inherit("admin", "editor")
+        .inherit("editor", "reader")
+        .build()
+        .unwrap_or_default();
+    SecureRouter::with_rbac(rbac)
+        .route("/health", get(health, public()))
+        .route("/.well-known/jwks.json", get(jwks, public()))
+        .route("/api/me", get(me, authenticated()))
+        .route("/api/documents", post(create_document, has_role("editor")))
+        .route(
+            "/api/documents/{id}",
+            get(read_document, has_role("reader")).delete(delete_document, has_role("admin")),
+        )
+        .route("/admin/routes", get(routes_report, has_role("admin")))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn init_audit_log() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    // Audit events as JSON lines on stdout; everything else (warnings) on stderr.
+    let audit = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_writer(std::io::stdout)
+        .with_filter(Targets::new().with_target(portcullis::audit::TARGET, LevelFilter::INFO));
+    let other = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(
+            Targets::new()
+                .with_default(LevelFilter::WARN)
+                .with_target(portcullis::audit::TARGET, LevelFilter::OFF),
+        );
+    tracing_subscriber::registry()
+        .with(audit)
+        .with(other)
+        .init();
+}
+
+use tracing_subscriber::Layer as _;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    init_audit_log();
+    let addr: SocketAddr = std::env::var("PORTCULLIS_ADDR")
+        .unwrap_or_else(|_| "127.0.0.1:8080".into())
+        .parse()?;
+    let audience =
+        std::env::var("PORTCULLIS_AUDIENCE").unwrap_or_else(|_| "portcullis-demo".into());
+    let roles_claim = std::env::var("PORTCULLIS_ROLES_CLAIM").unwrap_or_else(|_| "roles".into());
+    if std::env::var_os("PORTCULLIS_ISSUER").is_some() {
+        return Err("PORTCULLIS_ISSUER (OIDC discovery) is not supported by this build yet; unset it to run in dev mode".into());
+    }
+
+    // Dev mode: an ephemeral key, tokens printed below.
+    let issuer = format!("http://{addr}");
+    let key = TestKey::ed25519("dev-ed25519");
+    let jwt = JwtAuthenticator::builder()
+        .issuer(issuer.clone())
+        .audience(audience.clone())
+        .roles_claim(roles_claim.clone())
+        .key(key.verification_key())
+        .build()?;
+
+    let report = routes().report();
+    let state = AppState {
+        documents: Arc::new(RwLock::new(BTreeMap::from([(
+            1,
+            Document {
+                id: 1,
+                title: "Welcome".into(),
+                url: "https://example.com/welcome".into(),
+                owner: "admin".into(),
+            },
+        )]))),
+        report: Arc::new(report),
+        jwks: Arc::new(serde_json::from_str(&jwks_json(&[&key]))?),
+    };
+    let security = Security::builder().authenticator(jwt).build()?;
+    let app: Router = routes()
+        .into_router()?
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+        .layer(security);
+
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let now = unix_now();
+    eprintln!("portcullis secure_api (dev mode) listening on http://{addr}");
+    eprintln!(
+        "issuer {issuer}, audience {audience}; tokens valid for {}h",
+        DEV_TOKEN_LIFETIME_SECS / 3600
+    );
+    for (name, roles) in [
+        ("reader", ["reader"]),
+        ("editor", ["editor"]),
+        ("admin", ["admin"]),
+    ] {
+        let mut claims = json!({
+            "sub": format!("dev-{name}"),
+            "iss": issuer,
+            "aud": audience,
+            "iat": now,
+            "exp": now + DEV_TOKEN_LIFETIME_SECS,
+            "jti": portcullis::testing::random_id(),
+            "scope": "documents",
+        });
+        claims[&roles_claim] = json!(roles);
+        let token = key.mint(&claims);
+        println!("{}_TOKEN={token}", name.to_uppercase());
+        eprintln!(
+            "curl -H \"Authorization: Bearer ${}_TOKEN\" http://{addr}/api/me",
+            name.to_uppercase()
+        );
+    }
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,553 @@
+//! JWT bearer-token authentication from configured keys.
+//!
+//! [`JwtAuthenticator`] verifies `Authorization: Bearer <jwt>` tokens against a fixed set of
+//! [`VerificationKey`]s (PEM, JWK or JWKS), checks the claims with an injectable clock, maps
+//! them to a [`Principal`], and caches the result.
+//!
+//! | setting | default | effect of changing it |
+//! |---|---|---|
+//! | issuer ([`issuer`](JwtAuthenticatorBuilder::issuer)) | required | `insecure_accept_any_issuer` accepts tokens minted by anyone holding a trusted key for another purpose |
+//! | audience ([`audience`](JwtAuthenticatorBuilder::audience)) | required | `insecure_accept_any_audience` accepts tokens meant for other services (token forwarding) |
+//! | algorithms | asymmetric only; HS* only with [`hmac_secret`](JwtAuthenticatorBuilder::hmac_secret) | every key is pinned to its algorithms; `none` is impossible |
+//! | `kid` | selects the key; a token without one is accepted only when exactly one key fits its `alg` | |
+//! | leeway | 60 s | clock skew tolerated on `exp`, `nbf`, `iat` |
+//! | maximum lifetime | 24 h (`exp - iat`) | longer-lived tokens widen the window a stolen token is useful |
+//! | maximum token size | 8 KiB | larger headers are refused before any parsing |
+//! | roles claim | `roles` (array or space-separated string; dotted paths such as `realm_access.roles`) | |
+//! | scopes claim | `scope`, then `scp` | |
+//! | permissions claim | `permissions` | |
+//! | verified-token cache | 10,000 entries, keyed by SHA-256 of the token, never past `exp`, cleared on key change | 0 disables it |
+//!
+//! ```
+//! use std::time::Duration;
+//! use portcullis::authn::jwt::JwtAuthenticator;
+//! use portcullis::testing::TestKey;
+//!
+//! let key = TestKey::es256("signing-1");
+//! let jwt = JwtAuthenticator::builder()
+//!     .issuer("https://login.example.com")
+//!     .audience("orders-api")
+//!     .key(key.verification_key())
+//!     .roles_claim("realm_access.roles")
+//!     .leeway(Duration::from_secs(30))
+//!     .build()
+//!     .unwrap();
+//!
+//! let mut claims = key.claims("alice", "https://login.example.com", "orders-api");
+//! claims["realm_access"] = serde_json::json!({"roles": ["reader"]});
+//! let principal = jwt.verify(&key.mint(&claims)).unwrap();
+//! assert_eq!(principal.subject(), "alice");
+//! assert!(principal.has_role("reader"));
+//!
+//! let wrong_audience = key.mint(&key.claims("alice", "https://login.example.com", "billing"));
+//! assert!(jwt.verify(&wrong_audience).is_err());
+//! ```
+//!
+//! # Deployment caveat
+//! Static keys do not follow your identity provider's key rotation: reload them with
+//! [`JwtAuthenticator::replace_keys`] or use remote JWKS. A verified token stays valid until its
+//! `exp`; revocation needs a deny-list.
+
+mod claims;
+mod keys;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::request::Parts;
+use jsonwebtoken::{Algorithm, Validation};
+use secrecy::SecretSlice;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use self::claims::{ClaimPath, ClaimRules};
+pub use self::keys::{ASYMMETRIC_ALGORITHMS, VerificationKey};
+use crate::authn::{AuthFuture, Authenticator, bearer_token};
+use crate::clock::{SharedClock, SystemClock};
+use crate::error::ConfigError;
+use crate::principal::Principal;
+use crate::rejection::Rejection;
+
+pub use jsonwebtoken::Algorithm as JwtAlgorithm;
+
+const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+
+struct PinnedKey {
+    key: VerificationKey,
+    /// One prepared validation per algorithm the key allows (claims are checked separately,
+    /// against the injected clock).
+    validations: Vec<(Algorithm, Validation)>,
+}
+
+struct KeySet {
+    keys: Vec<PinnedKey>,
+    generation: u64,
+}
+
+impl KeySet {
+    fn new(
+        keys: Vec<VerificationKey>,
+        allowed: &[Algorithm],
+        generation: u64,
+    ) -> Result<Self, ConfigError> {
+        if keys.is_empty() {
+            return Err(ConfigError::new("JWT authenticator needs at least one key"));
+        }
+        let mut pinned = Vec::with_capacity(keys.len());
+        let mut seen_kids = std::collections::HashSet::new();
+        for key in keys {
+            let name = key.kid().unwrap_or("<no kid>").to_owned();
+            if let Some(kid) = key.kid() {
+                if !seen_kids.insert(kid.to_owned()) {
+                    return Err(ConfigError::new(format!("duplicate key id {kid}")));
+                }
+            }
+            let Some(key) = key.restrict(allowed) else {
+                return Err(ConfigError::new(format!(
+                    "key {name} allows no algorithm in the configured allow-list"
+                )));
+            };
+            let validations = key
+                .algorithms()
+                .iter()
+                .map(|alg| {
+                    let mut v = Validation::new(*alg);
+                    v.validate_exp = false;
+                    v.validate_nbf = false;
+                    v.validate_aud = false;
+                    v.required_spec_claims.clear();
+                    v.leeway = 0;
+                    (*alg, v)
+                })
+                .collect();
+            pinned.push(PinnedKey { key, validations });
+        }
+        Ok(Self {
+            keys: pinned,
+            generation,
+        })
+    }
+
+    fn select(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<(&PinnedKey, &Validation), &'static str> {
+        let key = match kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| k.key.kid() == Some(kid))
+                .ok_or("unknown kid")?,
+            None => {
+                let mut candidates = self
+                    .keys
+                    .iter()
+                    .filter(|k| k.key.algorithms().contains(&alg));
+                let first = candidates.next().ok_or("no key for the token's alg")?;
+                if candidates.next().is_some() {
+                    return Err("token has no kid and several keys match its alg");
+                }
+                first
+            }
+        };
+        let validation = key
+            .validations
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, v)| v)
+            .ok_or("alg not allowed for the selected key")?;
+        Ok((key, validation))
+    }
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    principal: Principal,
+    expires_at: u64,
+    generation: u64,
+}
+
+type TokenCache = quick_cache::sync::Cache<[u8; 32], CachedToken>;
+
+struct Inner {
+    keys: ArcSwap<KeySet>,
+    allowed: Vec<Algorithm>,
+    rules: ClaimRules,
+    cache: Option<TokenCache>,
+    clock: SharedClock,
+    max_token_bytes: usize,
+}
+
+/// Verifies JWT bearer tokens. Cheap to clone. See the [module docs](self).
+#[derive(Clone)]
+pub struct JwtAuthenticator {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for JwtAuthenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = self.inner.keys.load();
+        let kids: Vec<_> = keys.keys.iter().map(|k| &k.key).collect();
+        f.debug_struct("JwtAuthenticator")
+            .field("issuers", &self.inner.rules.issuers)
+            .field("audiences", &self.inner.rules.audiences)
+            .field("keys", &kids)
+            .field("leeway", &self.inner.rules.leeway)
+            .field("max_lifetime", &self.inner.rules.max_lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtAuthenticator {
+    /// Starts a configuration. See [`JwtAuthenticatorBuilder`].
+    pub fn builder() -> JwtAuthenticatorBuilder {
+        JwtAuthenticatorBuilder::default()
+    }
+
+    /// Replaces the verification keys (rotation). Cached verifications made with the old keys
+    /// are invalidated at once.
+    pub fn replace_keys(&self, keys: Vec<VerificationKey>) -> Result<(), ConfigError> {
+        let next = self.inner.keys.load().generation + 1;
+        let set = KeySet::new(keys, &self.inner.allowed, next)?;
+        self.inner.keys.store(Arc::new(set));
+        if let Some(cache) = &self.inner.cache {
+            cache.clear();
+        }
+        Ok(())
+    }
+
+    /// Verifies a compact JWS token and returns its principal.
+    ///
+    /// The returned rejection's detail says what failed (for the audit log); it never contains
+    /// the token.
+    pub fn verify(&self, token: &str) -> Result<Principal, Rejection> {
+        self.verify_inner(token)
+            .map_err(Rejection::invalid_credential)
+    }
+
+    fn verify_inner(&self, token: &str) -> Result<Principal, Cow<'static, str>> {
+        let inner = &*self.inner;
+        if token.len() > inner.max_token_bytes {
+            return Err(format!(
+                "token of {} bytes exceeds the {} byte limit",
+                token.len(),
+                inner.max_token_bytes
+            )
+            .into());
+        }
+        let now = inner.clock.unix_seconds();
+        let keys = inner.keys.load();
+        let cache_key: Option<[u8; 32]> = inner
+            .cache
+            .as_ref()
+            .map(|_| Sha256::digest(token.as_bytes()).into());
+        if let (Some(cache), Some(hash)) = (&inner.cache, &cache_key) {
+            if let Some(hit) = cache.get(hash) {
+                if hit.generation == keys.generation && now < hit.expires_at {
+                    return Ok(hit.principal);
+                }
+                cache.remove(hash);
+            }
+        }
+
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| "malformed or unsupported token header")?;
+        if header.crit.is_some() {
+            return Err(
+                "token has critical header parameters this verifier does not understand".into(),
+            );
+        }
+        let (pinned, validation) = keys.select(header.kid.as_deref(), header.alg)?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(
+            token,
+            pinned.key.decoding_key(),
+            validation,
+        )
+        .map_err(|e| -> Cow<'static, str> {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSignature => "signature did not verify".into(),
+                ErrorKind::InvalidAlgorithm => "alg not allowed for the selected key".into(),
+                _ => "malformed token".into(),
+            }
+        })?;
+        let validated = inner.rules.validate(&data.claims, now)?;
+        let principal = inner.rules.principal(
+            data.claims,
+            &validated,
+            header.kid,
+            format!("{:?}", header.alg),
+        )?;
+        if let (Some(cache), Some(hash)) = (&inner.cache, cache_key) {
+            cache.insert(
+                hash,
+                CachedToken {
+                    principal: principal.clone(),
+                    expires_at: validated.expires_at,
+                    generation: keys.generation,
+                },
+            );
+        }
+        Ok(principal)
+    }
+}
+
+impl Authenticator for JwtAuthenticator {
+    fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
+        let outcome = match bearer_token(parts) {
+            Ok(Some(token)) => self.verify(token).map(Some),
+            Ok(None) => Ok(None),
+            Err(rejection) => Err(rejection),
+        };
+        Box::pin(std::future::ready(outcome))
+    }
+}
+
+/// Configures a [`JwtAuthenticator`]. Every setting documents its default in the
+/// [module docs](self).
+#[must_use]
+pub struct JwtAuthenticatorBuilder {
+    keys: Vec<VerificationKey>,
+    errors: Vec<ConfigError>,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    any_issuer: bool,
+    any_audience: bool,
+    allowed: Vec<Algorithm>,
+    leeway: Duration,
+    max_lifetime: Option<Duration>,
+    required: Vec<ClaimPath>,
+    roles: ClaimPath,
+    scopes: Vec<ClaimPath>,
+    permissions: Option<ClaimPath>,
+    tenant: Option<ClaimPath>,
+    cache_capacity: usize,
+    clock: SharedClock,
+    max_token_bytes: usize,
+}
+
+impl fmt::Debug for JwtAuthenticatorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuthenticatorBuilder")
+            .field("keys", &self.keys)
+            .field("issuers", &self.issuers)
+            .field("audiences", &self.audiences)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for JwtAuthenticatorBuilder {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            errors: Vec::new(),
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            any_issuer: false,
+            any_audience: false,
+            allowed: ASYMMETRIC_ALGORITHMS.to_vec(),
+            leeway: Duration::from_secs(60),
+            max_lifetime: Some(Duration::from_secs(24 * 3600)),
+            required: Vec::new(),
+            roles: ClaimPath::new("roles"),
+            scopes: vec![ClaimPath::new("scope"), ClaimPath::new("scp")],
+            permissions: Some(ClaimPath::new("permissions")),
+            tenant: None,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            clock: Arc::new(SystemClock),
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+        }
+    }
+}
+
+impl JwtAuthenticatorBuilder {
+    /// Adds a verification key.
+    pub fn key(mut self, key: VerificationKey) -> Self {
+        self.keys.push(key);
+        self
+    }
+    /// Adds several verification keys.
+    pub fn keys(mut self, keys: impl IntoIterator<Item = VerificationKey>) -> Self {
+        self.keys.extend(keys);
+        self
+    }
+    /// Adds every signing key of a JWKS document (see [`VerificationKey::from_jwks_json`]).
+    pub fn jwks_json(mut self, json: &str) -> Self {
+        match VerificationKey::from_jwks_json(json) {
+            Ok(keys) => self.keys.extend(keys),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+    /// Adds a PEM public key pinned to `algorithm`.
+    pub fn pem(mut self, pem: &[u8], algorithm: Algorithm) -> Self {
+        match VerificationKey::from_pem(pem, algorithm) {
+            Ok(key) => self.keys.push(key),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+    /// Adds a shared HMAC secret pinned to `algorithm` (HS256/384/512), selected by `kid` when
+    /// given. This is the only way HMAC algorithms become acceptable.
+    pub fn hmac_secret(
+        mut self,
+        kid: Option<&str>,
+        secret: &SecretSlice<u8>,
+        algorithm: Algorithm,
+    ) -> Self {
+        match VerificationKey::hmac(secret, algorithm) {
+            Ok(key) => {
+                if !self.allowed.contains(&algorithm) {
+                    self.allowed.push(algorithm);
+                }
+                self.keys.push(match kid {
+                    Some(kid) => key.with_kid(kid),
+                    None => key,
+                });
+            }
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+    /// Accepts tokens whose `iss` is `issuer` (repeat for several).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuers.push(issuer.into());
+        self
+    }
+    /// Accepts tokens whose `aud` contains `audience` (repeat for several).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+    /// Skips the issuer check. Insecure: any issuer whose keys you trust can mint tokens here.
+    pub fn insecure_accept_any_issuer(mut self) -> Self {
+        self.any_issuer = true;
+        self
+    }
+    /// Skips the audience check. Insecure: tokens minted for other services are accepted.
+    pub fn insecure_accept_any_audience(mut self) -> Self {
+        self.any_audience = true;
+        self
+    }
+    /// Restricts the asymmetric algorithms accepted (default: [`ASYMMETRIC_ALGORITHMS`]).
+    /// HMAC algorithms cannot be enabled here; use [`hmac_secret`](Self::hmac_secret).
+    pub fn allowed_algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        let hmac: Vec<Algorithm> = self
+            .allowed
+            .iter()
+            .copied()
+            .filter(|a| !ASYMMETRIC_ALGORITHMS.contains(a))
+            .collect();
+        self.allowed = algorithms
+            .into_iter()
+            .filter(|a| ASYMMETRIC_ALGORITHMS.contains(a))
+            .chain(hmac)
+            .collect();
+        self
+    }
+    /// Clock skew tolerated on `exp`, `nbf` and `iat` (default 60 s, at most 5 minutes).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+    /// Longest accepted token lifetime, `exp - iat` (default 24 h).
+    pub fn max_lifetime(mut self, max: Duration) -> Self {
+        self.max_lifetime = Some(max);
+        self
+    }
+    /// Accepts tokens of any lifetime. Insecure: a stolen long-lived token stays useful.
+    pub fn insecure_unbounded_lifetime(mut self) -> Self {
+        self.max_lifetime = None;
+        self
+    }
+    /// Requires a claim (dotted paths allowed) to be present and non-null.
+    pub fn require_claim(mut self, path: impl Into<String>) -> Self {
+        self.required.push(ClaimPath::new(path));
+        self
+    }
+    /// Where roles are read from (default `roles`).
+    pub fn roles_claim(mut self, path: impl Into<String>) -> Self {
+        self.roles = ClaimPath::new(path);
+        self
+    }
+    /// Where scopes are read from (default `scope`, then `scp`).
+    pub fn scopes_claim(mut self, path: impl Into<String>) -> Self {
+        self.scopes = vec![ClaimPath::new(path)];
+        self
+    }
+    /// Where permissions are read from (default `permissions`).
+    pub fn permissions_claim(mut self, path: impl Into<String>) -> Self {
+        self.permissions = Some(ClaimPath::new(path));
+        self
+    }
+    /// Where the tenant is read from (default: none).
+    pub fn tenant_claim(mut self, path: impl Into<String>) -> Self {
+        self.tenant = Some(ClaimPath::new(path));
+        self
+    }
+    /// Size of the verified-token cache (default 10,000; 0 disables caching).
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+    /// Largest accepted token in bytes (default 8 KiB).
+    pub fn max_token_bytes(mut self, max: usize) -> Self {
+        self.max_token_bytes = max;
+        self
+    }
+    /// The time source (default: the system clock).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks the configuration and builds the authenticator.
+    pub fn build(self) -> Result<JwtAuthenticator, ConfigError> {
+        if let Some(e) = self.errors.into_iter().next() {
+            return Err(e);
+        }
+        if self.issuers.is_empty() && !self.any_issuer {
+            return Err(ConfigError::new(
+                "no issuer configured (use insecure_accept_any_issuer to skip the check)",
+            ));
+        }
+        if self.audiences.is_empty() && !self.any_audience {
+            return Err(ConfigError::new(
+                "no audience configured (use insecure_accept_any_audience to skip the check)",
+            ));
+        }
+        if self.leeway > Duration::from_secs(300) {
+            return Err(ConfigError::new("leeway above 5 minutes"));
+        }
+        if self.max_token_bytes == 0 {
+            return Err(ConfigError::new("max_token_bytes must be positive"));
+        }
+        let keys = KeySet::new(self.keys, &self.allowed, 0)?;
+        let cache = (self.cache_capacity > 0).then(|| TokenCache::new(self.cache_capacity));
+        Ok(JwtAuthenticator {
+            inner: Arc::new(Inner {
+                keys: ArcSwap::from_pointee(keys),
+                allowed: self.allowed,
+                rules: ClaimRules {
+                    issuers: (!self.any_issuer).then_some(self.issuers),
+                    audiences: (!self.any_audience).then_some(self.audiences),
+                    leeway: self.leeway,
+                    max_lifetime: self.max_lifetime,
+                    required: self.required,
+                    roles: self.roles,
+                    scopes: self.scopes,
+                    permissions: self.permissions,
+                    tenant: self.tenant,
+                },
+                cache,
+                clock: self.clock,
+                max_token_bytes: self.max_token_bytes,
+            }),
+        })
+    }
+}

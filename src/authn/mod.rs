@@ -1,0 +1,377 @@
+//! Authentication: who is calling.
+//!
+//! An [`Authenticator`] looks at the request head and answers one of three things:
+//! `Ok(Some(principal))` (my credential, valid), `Ok(None)` (no credential of mine here) or
+//! `Err(rejection)` (my credential, invalid). [`AuthnLayer`] runs its authenticators in order:
+//!
+//! - the one whose credential is present decides; a present but invalid credential is refused
+//!   with 401 and never falls through to anonymous;
+//! - several credentials in one request (two `Authorization` headers, a bearer token and an API
+//!   key) are refused with 400 `invalid_request`;
+//! - an `Authorization` header that no authenticator understands is refused with 401;
+//! - no credential at all means anonymous: the request continues without a [`Principal`], and
+//!   the route's policy decides whether anonymous callers may pass.
+//!
+//! On success the [`Principal`] is inserted into the request extensions (handlers extract it)
+//! and into the response extensions (the audit event names the subject).
+//!
+//! ```
+//! use http::{Request, StatusCode};
+//! use portcullis::authn::{AuthFuture, Authenticator, AuthnLayer};
+//! use portcullis::context::RequestContextLayer;
+//! use portcullis::principal::{AuthMethod, Principal};
+//! use portcullis::rejection::Rejection;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! /// Accepts `x-demo-user: <name>`; refuses an empty name.
+//! #[derive(Debug)]
+//! struct DemoHeader;
+//!
+//! impl Authenticator for DemoHeader {
+//!     fn authenticate<'a>(&'a self, parts: &'a http::request::Parts) -> AuthFuture<'a> {
+//!         let result = match parts.headers.get("x-demo-user").map(|v| v.to_str()) {
+//!             None => Ok(None),
+//!             Some(Ok(name)) if !name.is_empty() => Ok(Some(
+//!                 Principal::builder(name, AuthMethod::Other("demo".into())).build(),
+//!             )),
+//!             Some(_) => Err(Rejection::invalid_credential("empty demo user")),
+//!         };
+//!         Box::pin(std::future::ready(result))
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let svc = ServiceBuilder::new()
+//!     .layer(RequestContextLayer::new())
+//!     .layer(AuthnLayer::new(DemoHeader))
+//!     .service(service_fn(|req: Request<String>| async move {
+//!         let who = req.extensions().get::<Principal>().map(|p| p.subject().to_owned());
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(who.unwrap_or_default()))
+//!     }));
+//!
+//! let ok = svc.clone()
+//!     .oneshot(Request::builder().header("x-demo-user", "alice").body(String::new()).unwrap())
+//!     .await.unwrap();
+//! assert_eq!(ok.status(), StatusCode::OK);
+//!
+//! let bad = svc
+//!     .oneshot(Request::builder().header("x-demo-user", "").body(String::new()).unwrap())
+//!     .await.unwrap();
+//! assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+//! # });
+//! ```
+//!
+//! # Deployment caveat
+//! Authentication only establishes identity. Without an authorization guard
+//! ([`SecureRouter`](crate::routing::SecureRouter) or your own policy check) anonymous requests
+//! pass straight through.
+
+#[cfg(feature = "jwt")]
+pub mod jwt;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::AUTHORIZATION;
+use http::request::Parts;
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::principal::Principal;
+use crate::rejection::Rejection;
+
+/// The future an [`Authenticator`] returns.
+pub type AuthFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Principal>, Rejection>> + Send + 'a>>;
+
+/// Turns a credential in the request head into a [`Principal`].
+///
+/// Implementations must return `Ok(None)` quickly when their credential is absent, must never
+/// put credential material into a rejection's detail, and should claim an `Authorization`
+/// scheme only if they understand it.
+pub trait Authenticator: Send + Sync + fmt::Debug + 'static {
+    /// Authenticates the request head. See the [module docs](self) for the three outcomes.
+    fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a>;
+}
+
+impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
+    fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
+        (**self).authenticate(parts)
+    }
+}
+
+/// Runs authenticators in front of a service. See the [module docs](self).
+#[derive(Clone)]
+#[must_use]
+pub struct AuthnLayer {
+    authenticators: Arc<[Arc<dyn Authenticator>]>,
+}
+
+impl fmt::Debug for AuthnLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthnLayer")
+            .field("authenticators", &self.authenticators)
+            .finish()
+    }
+}
+
+impl AuthnLayer {
+    /// A layer with one authenticator.
+    pub fn new(authenticator: impl Authenticator) -> Self {
+        Self {
+            authenticators: Arc::from(vec![Arc::new(authenticator) as Arc<dyn Authenticator>]),
+        }
+    }
+
+    /// A layer with several authenticators, tried in order.
+    pub fn from_authenticators(authenticators: Vec<Arc<dyn Authenticator>>) -> Self {
+        Self {
+            authenticators: Arc::from(authenticators),
+        }
+    }
+
+    /// Adds another authenticator after the existing ones.
+    pub fn with(self, authenticator: impl Authenticator) -> Self {
+        let mut all: Vec<_> = self.authenticators.iter().cloned().collect();
+        all.push(Arc::new(authenticator));
+        Self::from_authenticators(all)
+    }
+}
+
+impl<S> Layer<S> for AuthnLayer {
+    type Service = Authn<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authn {
+            inner,
+            authenticators: self.authenticators.clone(),
+        }
+    }
+}
+
+/// The service produced by [`AuthnLayer`].
+#[derive(Clone)]
+pub struct Authn<S> {
+    inner: S,
+    authenticators: Arc<[Arc<dyn Authenticator>]>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Authn<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authn")
+            .field("inner", &self.inner)
+            .field("authenticators", &self.authenticators.len())
+            .finish()
+    }
+}
+
+/// Runs every authenticator against `parts` and applies the one-credential rule.
+pub async fn authenticate(
+    authenticators: &[Arc<dyn Authenticator>],
+    parts: &Parts,
+) -> Result<Option<Principal>, Rejection> {
+    let mut authorization = parts.headers.get_all(AUTHORIZATION).iter();
+    let has_authorization = authorization.next().is_some();
+    if authorization.next().is_some() {
+        return Err(Rejection::invalid_credential_request(
+            "more than one Authorization header",
+        ));
+    }
+    let mut decided: Option<Result<Principal, Rejection>> = None;
+    for authenticator in authenticators {
+        let outcome = match authenticator.authenticate(parts).await {
+            Ok(None) => continue,
+            Ok(Some(principal)) => Ok(principal),
+            Err(rejection) => Err(rejection),
+        };
+        if decided.is_some() {
+            return Err(Rejection::invalid_credential_request(
+                "more than one credential presented",
+            ));
+        }
+        decided = Some(outcome);
+    }
+    match decided {
+        Some(outcome) => outcome.map(Some),
+        None if has_authorization => Err(Rejection::invalid_credential(
+            "unsupported Authorization scheme",
+        )),
+        None => Ok(None),
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Authn<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // Take the service that was driven to readiness; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let authenticators = self.authenticators.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            match authenticate(&authenticators, &parts).await {
+                Ok(Some(principal)) => {
+                    parts.extensions.insert(principal.clone());
+                    let mut response = inner.call(Request::from_parts(parts, body)).await?;
+                    response.extensions_mut().insert(principal);
+                    Ok(response)
+                }
+                Ok(None) => inner.call(Request::from_parts(parts, body)).await,
+                Err(rejection) => Ok(rejection.into_deferred_response()),
+            }
+        })
+    }
+}
+
+/// Extracts the token of an `Authorization: Bearer <token>` header.
+///
+/// Returns `Ok(None)` when there is no `Authorization` header or it uses another scheme,
+/// `Err` when it says `Bearer` but the token is empty or not a valid RFC 6750 `b64token`.
+pub fn bearer_token(parts: &Parts) -> Result<Option<&str>, Rejection> {
+    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    if bytes.len() < 6 || !bytes[..6].eq_ignore_ascii_case(b"bearer") {
+        return Ok(None);
+    }
+    let rest = &bytes[6..];
+    if rest.is_empty() {
+        return Err(Rejection::invalid_credential_request("empty bearer token"));
+    }
+    if rest[0] != b' ' {
+        // `BearerX...` is another scheme name, not ours.
+        return Ok(None);
+    }
+    let token = trim_spaces(&rest[1..]);
+    if token.is_empty() {
+        return Err(Rejection::invalid_credential_request("empty bearer token"));
+    }
+    if !is_b64token(token) {
+        return Err(Rejection::invalid_credential_request(
+            "bearer token has characters outside b64token",
+        ));
+    }
+    // b64token is ASCII, so this cannot fail; map defensively anyway.
+    std::str::from_utf8(token)
+        .map(Some)
+        .map_err(|_| Rejection::invalid_credential_request("bearer token is not ASCII"))
+}
+
+fn trim_spaces(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| *b != b' ').unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| *b != b' ')
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// RFC 6750 `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &[u8]) -> bool {
+    let body_end = token.iter().rposition(|b| *b != b'=').map_or(0, |i| i + 1);
+    body_end > 0
+        && token[..body_end].iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+#[cfg(feature = "axum")]
+mod extract {
+    use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+    use http::request::Parts;
+
+    use crate::principal::Principal;
+    use crate::rejection::Rejection;
+
+    /// Requires an authenticated caller: refuses with 401 when the request is anonymous.
+    impl<S: Send + Sync> FromRequestParts<S> for Principal {
+        type Rejection = Rejection;
+
+        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Rejection> {
+            parts
+                .extensions
+                .get::<Principal>()
+                .cloned()
+                .ok_or_else(Rejection::missing_credential)
+        }
+    }
+
+    /// `Option<Principal>`: `None` for anonymous callers.
+    impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
+        type Rejection = std::convert::Infallible;
+
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _state: &S,
+        ) -> Result<Option<Self>, Self::Rejection> {
+            Ok(parts.extensions.get::<Principal>().cloned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(values: &[&str]) -> Parts {
+        let mut builder = Request::builder();
+        for v in values {
+            builder = builder.header(AUTHORIZATION, *v);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn bearer_parsing_table() {
+        let ok = [
+            ("Bearer abc.def.ghi", "abc.def.ghi"),
+            ("bearer abc", "abc"),
+            ("BEARER  a-b_c~d+e/f==", "a-b_c~d+e/f=="),
+        ];
+        for (header, token) in ok {
+            assert_eq!(
+                bearer_token(&parts(&[header])).unwrap(),
+                Some(token),
+                "{header}"
+            );
+        }
+        for other in ["Basic dXNlcjpwYXNz", "Bearerabc", "ApiKey x"] {
+            assert_eq!(bearer_token(&parts(&[other])).unwrap(), None, "{other}");
+        }
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "Bearer ===",
+            "Bearer a\"b",
+            "Bearer é",
+        ] {
+            let Ok(value) = http::HeaderValue::from_bytes(bad.as_bytes()) else {
+                continue;
+            };
+            let mut p = parts(&[]);
+            p.headers.insert(AUTHORIZATION, value);
+            let err = bearer_token(&p).unwrap_err();
+            assert_eq!(err.status(), http::StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert_eq!(bearer_token(&parts(&[])).unwrap(), None);
+    }
+}

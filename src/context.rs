@@ -1,0 +1,361 @@
+//! The edge of the stack: request ids, client address, rendering of rejections, audit.
+//!
+//! [`RequestContextLayer`] is the outermost portcullis layer. On the way in it gives the request
+//! a [`RequestContext`] (request id, start time, client address, whether it is gRPC). On the way
+//! out it renders any [`Rejection`] found in the response extensions exactly once, as RFC 9457
+//! `application/problem+json` or as a trailers-only gRPC response, sets `x-request-id`, and
+//! writes one audit event (see [`audit`](crate::audit)).
+//!
+//! It also normalizes framework refusals: a 4xx response with a `text/plain` or empty body and
+//! no rejection attached (axum's own extractor rejections echo parser errors) is replaced by the
+//! generic problem document for that status, so every refusal looks the same.
+//!
+//! ```
+//! use http::{Request, StatusCode};
+//! use portcullis::context::RequestContextLayer;
+//! use portcullis::rejection::Rejection;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # tokio_test_block_on(async {
+//! let svc = ServiceBuilder::new()
+//!     .layer(RequestContextLayer::new())
+//!     .service(service_fn(|_req: Request<String>| async {
+//!         Ok::<_, std::convert::Infallible>(
+//!             Rejection::not_found().into_deferred_response::<String>(),
+//!         )
+//!     }));
+//! let response = svc.oneshot(Request::new(String::new())).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::NOT_FOUND);
+//! assert_eq!(response.headers()["content-type"], "application/problem+json");
+//! assert!(response.headers().contains_key("x-request-id"));
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
+//!
+//! # Deployment caveat
+//! The client address is the socket peer unless an outer layer inserted a [`ClientIp`]. Behind a
+//! reverse proxy the peer is the proxy: resolve the real client from forwarded headers only for
+//! trusted proxies, before this layer sees the request.
+
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::audit::{AuditRecord, truncate};
+use crate::body::SecureBody;
+use crate::principal::Principal;
+use crate::rejection::{Rejection, RejectionKind, is_grpc};
+
+/// The request id header set on every response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A unique id for one request: 32 lowercase hex digits, a random per-process prefix and a
+/// counter, so ids never repeat within a process and practically never across replicas.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId([u8; 32]);
+
+impl RequestId {
+    /// A fresh id.
+    pub fn generate() -> Self {
+        static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = *PREFIX.get_or_init(|| {
+            let mut bytes = [0u8; 8];
+            // Without OS randomness the ids stay unique within the process (the counter); the
+            // prefix only separates replicas, so a fixed fallback is acceptable.
+            let _ = getrandom::fill(&mut bytes);
+            u64::from_ne_bytes(bytes)
+        });
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut out = [0u8; 32];
+        hex_into(prefix, &mut out[..16]);
+        hex_into(n, &mut out[16..]);
+        RequestId(out)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written into the buffer.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+fn hex_into(value: u64, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, slot) in out.iter_mut().enumerate() {
+        let shift = 60 - 4 * i;
+        *slot = HEX[((value >> shift) & 0xf) as usize];
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The client's address as far as portcullis is concerned.
+///
+/// An outer layer that knows better (a trusted-proxy resolver) inserts this into the request
+/// extensions; otherwise [`RequestContextLayer`] derives it from the socket peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientIp(pub IpAddr);
+
+/// Per-request facts established at the edge, available to every later layer and handler.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The request id.
+    pub request_id: RequestId,
+    /// When the request entered the stack.
+    pub started: Instant,
+    /// The client address, when known.
+    pub client_ip: Option<IpAddr>,
+    /// Whether the request is gRPC (rejections render as gRPC statuses).
+    pub grpc: bool,
+}
+
+/// The route template a request matched, recorded in the response extensions by the
+/// authorization guard so the audit event can name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedRoute(pub std::sync::Arc<str>);
+
+fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    if let Some(ClientIp(ip)) = extensions.get::<ClientIp>() {
+        return Some(*ip);
+    }
+    #[cfg(feature = "axum")]
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(info.0.ip());
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(info) = extensions.get::<tonic::transport::server::TcpConnectInfo>() {
+        if let Some(addr) = info.remote_addr() {
+            return Some(addr.ip());
+        }
+    }
+    extensions.get::<SocketAddr>().map(SocketAddr::ip)
+}
+
+/// The outermost portcullis layer. See the [module docs](self).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RequestContextLayer {
+    normalize_framework_rejections: bool,
+}
+
+impl Default for RequestContextLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RequestContextLayer {
+    /// The edge layer with framework-rejection normalization on.
+    pub fn new() -> Self {
+        Self {
+            normalize_framework_rejections: true,
+        }
+    }
+
+    /// Leaves plain-text 4xx responses that carry no [`Rejection`] untouched.
+    ///
+    /// Default: normalization on. Turning it off lets framework error texts (which can echo
+    /// request content, such as JSON parser messages) reach clients.
+    pub fn insecure_keep_framework_rejections(mut self) -> Self {
+        self.normalize_framework_rejections = false;
+        self
+    }
+}
+
+impl<S> Layer<S> for RequestContextLayer {
+    type Service = RequestContextService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestContextService {
+            inner,
+            normalize: self.normalize_framework_rejections,
+        }
+    }
+}
+
+/// The service produced by [`RequestContextLayer`].
+#[derive(Debug, Clone)]
+pub struct RequestContextService<S> {
+    inner: S,
+    normalize: bool,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestContextService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<SecureBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let context = RequestContext {
+            request_id: RequestId::generate(),
+            started: Instant::now(),
+            client_ip: peer_ip(req.extensions()),
+            grpc: is_grpc(req.headers()),
+        };
+        let state = EdgeState {
+            method: req.method().clone(),
+            path: truncate(req.uri().path(), 256).to_owned(),
+            context: context.clone(),
+            normalize: self.normalize,
+        };
+        req.extensions_mut().insert(context);
+        ResponseFuture {
+            inner: self.inner.call(req),
+            state: Some(state),
+        }
+    }
+}
+
+struct EdgeState {
+    method: Method,
+    path: String,
+    context: RequestContext,
+    normalize: bool,
+}
+
+pin_project! {
+    /// Response future of [`RequestContextService`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        state: Option<EdgeState>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<SecureBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let Some(state) = this.state.take() else {
+            // Polled after completion: pass the response through without a second audit.
+            return Poll::Ready(Ok(response.map(SecureBody::inner)));
+        };
+        Poll::Ready(Ok(finish(state, response)))
+    }
+}
+
+fn framework_rejection_kind(status: StatusCode) -> Option<RejectionKind> {
+    Some(match status {
+        StatusCode::BAD_REQUEST => RejectionKind::BadRequest,
+        StatusCode::UNAUTHORIZED => RejectionKind::InvalidCredential,
+        StatusCode::FORBIDDEN => RejectionKind::Forbidden,
+        StatusCode::NOT_FOUND => RejectionKind::NotFound,
+        StatusCode::PAYLOAD_TOO_LARGE => RejectionKind::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => RejectionKind::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => RejectionKind::ValidationFailed,
+        StatusCode::TOO_MANY_REQUESTS => RejectionKind::RateLimited,
+        _ => return None,
+    })
+}
+
+fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>> {
+    let (mut parts, body) = response.into_parts();
+    let mut rejection = parts.extensions.remove::<Rejection>();
+    if rejection.is_none()
+        && state.normalize
+        && !state.context.grpc
+        && parts.status.is_client_error()
+        && parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"))
+    {
+        rejection = framework_rejection_kind(parts.status)
+            .map(|kind| Rejection::new(kind, format!("framework rejection {}", parts.status)));
+    }
+
+    let request_id = state.context.request_id;
+    let principal = parts.extensions.get::<Principal>().cloned();
+    let route = parts.extensions.get::<MatchedRoute>().cloned();
+    let duration_us =
+        u64::try_from(state.context.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+
+    let mut response = match &rejection {
+        Some(rejection) => {
+            let rendered = if state.context.grpc {
+                rejection.to_grpc_response()
+            } else {
+                rejection.to_http_response(Some(request_id.as_str()))
+            };
+            let (mut rendered_parts, bytes) = rendered.into_parts();
+            // Keep the extensions (principal, route, the rejection itself) for outer layers.
+            rendered_parts.extensions = std::mem::take(&mut parts.extensions);
+            rendered_parts.extensions.insert(rejection.clone());
+            drop(body);
+            Response::from_parts(rendered_parts, SecureBody::fixed(bytes))
+        }
+        None => Response::from_parts(parts, SecureBody::inner(body)),
+    };
+    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+
+    let record = AuditRecord {
+        event: rejection
+            .as_ref()
+            .map_or("request.completed", |r| r.kind().audit_event_type()),
+        request_id: request_id.as_str(),
+        method: state.method.as_str(),
+        route: route.as_ref().map(|r| &*r.0),
+        path: if route.is_none() || rejection.is_some() {
+            Some(state.path.as_str())
+        } else {
+            None
+        },
+        client_ip: state.context.client_ip,
+        subject: principal.as_ref().map(Principal::subject),
+        auth_method: principal.as_ref().map(|p| p.auth_method().name()),
+        status: response.status().as_u16(),
+        grpc_status: rejection
+            .as_ref()
+            .filter(|_| state.context.grpc)
+            .map(|r| r.kind().grpc_code()),
+        kind: rejection.as_ref().map(|r| r.kind().name()),
+        reason: rejection.as_ref().map(Rejection::detail),
+        policy: rejection.as_ref().and_then(Rejection::policy_id),
+        duration_us,
+    };
+    record.emit();
+    response
+}

@@ -1,0 +1,68 @@
+//! # portcullis
+//!
+//! Composable tower layers and extractors that secure an [axum](https://docs.rs/axum) router or
+//! a [tonic](https://docs.rs/tonic) server: every request is authenticated, authorized against an
+//! explicit policy and audited, and every refusal looks the same to the client while its detail
+//! is recorded for the operator.
+//!
+//! ```text
+//! client ─► RequestContext ─► Authenticate ─► PolicyGuard (per route) ─► handler
+//! ```
+//!
+//! - [`context`]: the edge layer (request id, rendering of rejections, audit events).
+//! - [`authn`]: the [`Authenticator`](authn::Authenticator) trait, [`AuthnLayer`](authn::AuthnLayer),
+//!   and JWT verification ([`authn::jwt`]).
+//! - [`authz`]: [`Policy`](authz::Policy), the built-in policies and RBAC.
+//! - [`routing`]: [`SecureRouter`](routing::SecureRouter), deny-by-default routing for axum.
+//! - [`rejection`]: the one refusal type and its HTTP / gRPC rendering table.
+//! - [`Security`]: the stack assembled in order.
+//!
+//! ## Feature flags
+//!
+//! | feature | default | enables |
+//! |---|---|---|
+//! | `axum` | yes | extractors, [`routing::SecureRouter`] |
+//! | `jwt` | yes | [`authn::jwt`]: JWT verification from static keys (aws-lc-rs) |
+//! | `tonic` | no | reads tonic's connection info for client addresses |
+//! | `testing` | no | [`testing`]: key generation and token minting for tests |
+//! | `full` | no | all of the above |
+//!
+//! Features only add capabilities; none weakens a default.
+//!
+//! ## Defaults
+//!
+//! See `docs/security-defaults.md` in the repository for every default and the threat it
+//! addresses.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod audit;
+pub mod authn;
+pub mod authz;
+pub mod body;
+pub mod clock;
+pub mod context;
+mod error;
+pub mod principal;
+pub mod rejection;
+#[cfg(feature = "axum")]
+pub mod routing;
+mod security;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::ConfigError;
+pub use security::{Security, SecurityBuilder};
+
+/// The types most services need.
+pub mod prelude {
+    pub use crate::Security;
+    pub use crate::authz::{
+        Policy, Rbac, SharedPolicy, all_of, any_of, authenticated, has_any_role, has_permission,
+        has_role, has_scope, not, public,
+    };
+    pub use crate::principal::{AuthMethod, Principal, PrincipalKind};
+    pub use crate::rejection::{Rejection, RejectionKind};
+    #[cfg(feature = "axum")]
+    pub use crate::routing::{SecureRouter, delete, get, patch, post, put};
+}

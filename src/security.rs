@@ -1,0 +1,109 @@
+//! The [`Security`] builder: the portcullis stack assembled in the right order, once.
+
+use std::sync::Arc;
+
+use tower_layer::{Layer, Stack};
+
+use crate::authn::{Authenticator, AuthnLayer};
+use crate::context::RequestContextLayer;
+use crate::error::ConfigError;
+
+/// Assembles the request-context edge and authentication in the order of the request flow:
+///
+/// ```text
+/// client ─► RequestContext (request id, rendering, audit) ─► Authenticate ─► your router
+/// ```
+///
+/// ```
+/// use axum::body::Body;
+/// use http::{Request, StatusCode};
+/// use portcullis::Security;
+/// use portcullis::authz::authenticated;
+/// use portcullis::routing::{SecureRouter, get};
+/// use portcullis::testing::TestKey;
+/// use tower::ServiceExt;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let key = TestKey::ed25519("k1");
+/// let jwt = portcullis::authn::jwt::JwtAuthenticator::builder()
+///     .issuer("https://issuer.test")
+///     .audience("api")
+///     .key(key.verification_key())
+///     .build()
+///     .unwrap();
+/// let security = Security::builder().authenticator(jwt).build().unwrap();
+/// let app = SecureRouter::new()
+///     .route("/me", get(|| async { "hi" }, authenticated()))
+///     .into_router()
+///     .unwrap()
+///     .layer(security);
+///
+/// let token = key.mint(&key.claims("alice", "https://issuer.test", "api"));
+/// let ok = app.clone()
+///     .oneshot(Request::get("/me").header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap())
+///     .await.unwrap();
+/// assert_eq!(ok.status(), StatusCode::OK);
+/// let anonymous = app.oneshot(Request::get("/me").body(Body::empty()).unwrap()).await.unwrap();
+/// assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Security {
+    layer: Stack<AuthnLayer, RequestContextLayer>,
+}
+
+impl Security {
+    /// Starts the stack.
+    pub fn builder() -> SecurityBuilder {
+        SecurityBuilder {
+            authenticators: Vec::new(),
+            context: RequestContextLayer::new(),
+        }
+    }
+}
+
+impl<S> Layer<S> for Security {
+    type Service = <Stack<AuthnLayer, RequestContextLayer> as Layer<S>>::Service;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.layer.layer(inner)
+    }
+}
+
+/// Builds a [`Security`] stack.
+#[derive(Debug)]
+#[must_use]
+pub struct SecurityBuilder {
+    authenticators: Vec<Arc<dyn Authenticator>>,
+    context: RequestContextLayer,
+}
+
+impl SecurityBuilder {
+    /// Adds an authenticator (tried in the order added).
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticators.push(Arc::new(authenticator));
+        self
+    }
+    /// Replaces the edge layer (for example to change its options).
+    pub fn request_context(mut self, context: RequestContextLayer) -> Self {
+        self.context = context;
+        self
+    }
+    /// Checks the configuration and assembles the stack.
+    ///
+    /// A stack without authenticators is refused: it would make every caller anonymous.
+    pub fn build(self) -> Result<Security, ConfigError> {
+        if self.authenticators.is_empty() {
+            return Err(ConfigError::new(
+                "Security needs at least one authenticator",
+            ));
+        }
+        Ok(Security {
+            layer: Stack::new(
+                AuthnLayer::from_authenticators(self.authenticators),
+                self.context,
+            ),
+        })
+    }
+}
