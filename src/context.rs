@@ -62,23 +62,27 @@ use crate::rejection::{Rejection, RejectionKind, is_grpc};
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// A unique id for one request: 32 lowercase hex digits, a random per-process prefix and a
-/// counter, so ids never repeat within a process and practically never across replicas.
+/// keyed permutation of a counter, so ids never repeat within a process, practically never
+/// across replicas, and do not reveal how many requests the process has served.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestId([u8; 32]);
 
 impl RequestId {
     /// A fresh id.
     pub fn generate() -> Self {
-        static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        static KEYS: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let prefix = *PREFIX.get_or_init(|| {
-            let mut bytes = [0u8; 8];
-            // Without OS randomness the ids stay unique within the process (the counter); the
-            // prefix only separates replicas, so a fixed fallback is acceptable.
+        let (prefix, key) = *KEYS.get_or_init(|| {
+            let mut bytes = [0u8; 16];
+            // Without OS randomness the ids stay unique within the process (the permutation of
+            // the counter is a bijection); the random parts only separate replicas and hide the
+            // counter, so a fixed fallback is acceptable.
             let _ = getrandom::fill(&mut bytes);
-            u64::from_ne_bytes(bytes)
+            let (a, b) = bytes.split_at(8);
+            let word = |s: &[u8]| s.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            (word(a), word(b))
         });
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let n = splitmix64(COUNTER.fetch_add(1, Ordering::Relaxed) ^ key);
         let mut out = [0u8; 32];
         hex_into(prefix, &mut out[..16]);
         hex_into(n, &mut out[16..]);
@@ -90,6 +94,14 @@ impl RequestId {
         // Only ASCII hex digits are ever written into the buffer.
         std::str::from_utf8(&self.0).unwrap_or("")
     }
+}
+
+/// The splitmix64 finalizer: a bijection on `u64` that scrambles consecutive inputs.
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 fn hex_into(value: u64, out: &mut [u8]) {
@@ -358,4 +370,26 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
     };
     record.emit();
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_hex_and_not_sequential() {
+        let ids: Vec<RequestId> = (0..1000).map(|_| RequestId::generate()).collect();
+        let set: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(set.len(), ids.len());
+        for id in &ids {
+            assert_eq!(id.as_str().len(), 32);
+            assert!(id.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        // Consecutive ids differ in their second half by more than a counter step would.
+        let tail = |id: &RequestId| u64::from_str_radix(&id.as_str()[16..], 16).unwrap();
+        assert!(
+            ids.windows(2)
+                .any(|w| tail(&w[1]).abs_diff(tail(&w[0])) > 1_000_000)
+        );
+    }
 }

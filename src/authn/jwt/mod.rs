@@ -551,3 +551,160 @@ impl JwtAuthenticatorBuilder {
         })
     }
 }
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::testing::TestKey;
+    use jsonwebtoken::Header;
+    use serde_json::json;
+    use std::time::{Duration, SystemTime};
+
+    const ISS: &str = "https://issuer.test";
+    const AUD: &str = "api";
+
+    fn builder(key: &TestKey) -> JwtAuthenticatorBuilder {
+        JwtAuthenticator::builder()
+            .issuer(ISS)
+            .audience(AUD)
+            .key(key.verification_key())
+    }
+
+    #[test]
+    fn builder_refuses_unsafe_configuration() {
+        let key = TestKey::ed25519("k");
+        let no_issuer = JwtAuthenticator::builder()
+            .audience(AUD)
+            .key(key.verification_key());
+        assert!(no_issuer.build().unwrap_err().message().contains("issuer"));
+        let no_audience = JwtAuthenticator::builder()
+            .issuer(ISS)
+            .key(key.verification_key());
+        assert!(
+            no_audience
+                .build()
+                .unwrap_err()
+                .message()
+                .contains("audience")
+        );
+        let no_keys = JwtAuthenticator::builder().issuer(ISS).audience(AUD);
+        assert!(no_keys.build().is_err());
+        assert!(
+            builder(&key)
+                .leeway(Duration::from_secs(301))
+                .build()
+                .is_err()
+        );
+        let weak = SecretSlice::from(vec![1u8; 31]);
+        let err = builder(&key)
+            .hmac_secret(Some("h"), &weak, Algorithm::HS256)
+            .build()
+            .unwrap_err();
+        assert!(err.message().contains("at least 32 bytes"));
+        let dup = builder(&key)
+            .key(key.verification_key())
+            .build()
+            .unwrap_err();
+        assert!(dup.message().contains("duplicate key id"));
+        // Restricting the allow-list away from the key's algorithm leaves it unusable.
+        let err = builder(&key)
+            .allowed_algorithms([Algorithm::RS256])
+            .build()
+            .unwrap_err();
+        assert!(err.message().contains("allows no algorithm"));
+        // The opt-outs exist and are explicit.
+        assert!(
+            JwtAuthenticator::builder()
+                .insecure_accept_any_issuer()
+                .insecure_accept_any_audience()
+                .key(key.verification_key())
+                .build()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_hmac_secret() {
+        let secret = b"this-is-a-very-secret-hmac-key-0123456789";
+        let key = TestKey::hmac("h1", Algorithm::HS256, secret);
+        let auth = JwtAuthenticator::builder()
+            .issuer(ISS)
+            .audience(AUD)
+            .hmac_secret(
+                Some("h1"),
+                &SecretSlice::from(secret.to_vec()),
+                Algorithm::HS256,
+            )
+            .build()
+            .unwrap();
+        let token = key.mint(&key.claims("u", ISS, AUD));
+        assert!(auth.verify(&token).is_ok());
+        let shown = format!("{auth:?} {:?} {key:?}", key.verification_key());
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(
+            !shown.contains("116, 104, 105, 115"),
+            "secret bytes leaked: {shown}"
+        );
+        let rejection = auth.verify(&format!("{token}x")).unwrap_err();
+        assert!(!format!("{rejection:?} {rejection}").contains(&token[..20]));
+    }
+
+    #[test]
+    fn crit_header_and_kidless_selection() {
+        let a = TestKey::es256("a");
+        let auth = builder(&a).build().unwrap();
+        let claims = a.claims("u", ISS, AUD);
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("a".into());
+        header.crit = Some(vec!["exp".into()]);
+        let err = auth
+            .verify(&a.mint_with_header(&header, &claims))
+            .unwrap_err();
+        assert!(err.detail().contains("critical"));
+
+        // No kid, one key fits: accepted. Two keys fit: refused.
+        let no_kid = a.mint_with_header(&Header::new(Algorithm::ES256), &claims);
+        assert!(auth.verify(&no_kid).is_ok());
+        let b = TestKey::es256("b");
+        let two = builder(&a).key(b.verification_key()).build().unwrap();
+        let err = two.verify(&no_kid).unwrap_err();
+        assert!(err.detail().contains("several keys"));
+    }
+
+    #[test]
+    fn cache_never_outlives_exp_and_follows_key_rotation() {
+        let clock = ManualClock::at(SystemTime::now());
+        let key = TestKey::ed25519("k1");
+        let auth = builder(&key)
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        let now = clock.unix_seconds();
+        let claims = json!({"sub": "u", "iss": ISS, "aud": AUD, "iat": now, "exp": now + 120});
+        let token = key.mint(&claims);
+        assert!(auth.verify(&token).is_ok());
+        assert!(auth.verify(&token).is_ok(), "served from cache");
+        clock.advance(Duration::from_secs(120 + 61));
+        let err = auth.verify(&token).unwrap_err();
+        assert!(err.detail().contains("expired"), "{err:?}");
+
+        let fresh = key
+            .mint(&json!({"sub": "u", "iss": ISS, "aud": AUD, "exp": clock.unix_seconds() + 60}));
+        assert!(auth.verify(&fresh).is_ok());
+        let rotated = TestKey::ed25519("k2");
+        auth.replace_keys(vec![rotated.verification_key()]).unwrap();
+        let err = auth.verify(&fresh).unwrap_err();
+        assert!(err.detail().contains("unknown kid"), "{err:?}");
+    }
+
+    #[test]
+    fn oversized_tokens_are_refused_before_parsing() {
+        let key = TestKey::ed25519("k");
+        let auth = builder(&key).max_token_bytes(1024).build().unwrap();
+        let big = "a".repeat(1025);
+        let err = auth.verify(&big).unwrap_err();
+        assert!(err.detail().contains("exceeds"));
+        assert_eq!(err.status(), http::StatusCode::UNAUTHORIZED);
+    }
+}
