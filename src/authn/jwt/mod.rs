@@ -384,6 +384,34 @@ impl JwtAuthenticatorBuilder {
         }
         self
     }
+    /// Adds every signing key of the JWKS document in the file at `path`.
+    pub fn jwks_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        let path = path.as_ref();
+        match std::fs::read_to_string(path) {
+            Ok(json) => self.jwks_json(&json),
+            Err(e) => {
+                self.errors.push(ConfigError::new(format!(
+                    "cannot read JWKS file {}: {e}",
+                    path.display()
+                )));
+                self
+            }
+        }
+    }
+    /// Adds the PEM public key in the file at `path`, pinned to `algorithm`.
+    pub fn pem_file(mut self, path: impl AsRef<std::path::Path>, algorithm: Algorithm) -> Self {
+        let path = path.as_ref();
+        match std::fs::read(path) {
+            Ok(pem) => self.pem(&pem, algorithm),
+            Err(e) => {
+                self.errors.push(ConfigError::new(format!(
+                    "cannot read PEM file {}: {e}",
+                    path.display()
+                )));
+                self
+            }
+        }
+    }
     /// Adds a PEM public key pinned to `algorithm`.
     pub fn pem(mut self, pem: &[u8], algorithm: Algorithm) -> Self {
         match VerificationKey::from_pem(pem, algorithm) {
@@ -696,6 +724,31 @@ mod tests {
         auth.replace_keys(vec![rotated.verification_key()]).unwrap();
         let err = auth.verify(&fresh).unwrap_err();
         assert!(err.detail().contains("unknown kid"), "{err:?}");
+    }
+
+    #[test]
+    fn keys_from_files() {
+        let key = TestKey::rsa("r1", Algorithm::PS256);
+        let dir =
+            std::env::temp_dir().join(format!("portcullis-jwks-{}", crate::testing::random_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let jwks = dir.join("jwks.json");
+        std::fs::write(&jwks, crate::testing::jwks_json(&[&key])).unwrap();
+        let auth = JwtAuthenticator::builder()
+            .issuer(ISS)
+            .audience(AUD)
+            .jwks_file(&jwks)
+            .build()
+            .unwrap();
+        assert!(auth.verify(&key.mint(&key.claims("u", ISS, AUD))).is_ok());
+        let missing = JwtAuthenticator::builder()
+            .issuer(ISS)
+            .audience(AUD)
+            .jwks_file(dir.join("absent.json"))
+            .build()
+            .unwrap_err();
+        assert!(missing.message().contains("cannot read JWKS file"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
