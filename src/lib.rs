@@ -13,7 +13,7 @@
 //! - [`authn`]: the [`Authenticator`](authn::Authenticator) trait, [`AuthnLayer`](authn::AuthnLayer),
 //!   and JWT verification ([`authn::jwt`]).
 //! - [`authz`]: [`Policy`](authz::Policy), the built-in policies and RBAC.
-//! - [`routing`]: [`SecureRouter`](routing::SecureRouter), deny-by-default routing for axum.
+//! - [`routing`]: deny-by-default routing: `SecureRouter` for axum, [`MethodPolicies`](routing::MethodPolicies) for tonic.
 //! - [`rejection`]: the one refusal type and its HTTP / gRPC rendering table.
 //! - [`Security`]: the stack assembled in order.
 //!
@@ -21,7 +21,7 @@
 //!
 //! | feature | default | enables |
 //! |---|---|---|
-//! | `axum` | yes | extractors, [`routing::SecureRouter`] |
+//! | `axum` | yes | extractors, `routing::SecureRouter` |
 //! | `jwt` | yes | [`authn::jwt`]: JWT verification from static keys (aws-lc-rs) |
 //! | `tonic` | no | reads tonic's connection info for client addresses |
 //! | `testing` | no | [`testing`]: key generation and token minting for tests |
@@ -45,7 +45,6 @@ pub mod context;
 mod error;
 pub mod principal;
 pub mod rejection;
-#[cfg(feature = "axum")]
 pub mod routing;
 mod security;
 #[cfg(feature = "testing")]

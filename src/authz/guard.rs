@@ -28,7 +28,7 @@ use super::{Decision, DenyCode, Policy, PolicyContext, Rbac, SharedPolicy};
 use crate::clock::{SharedClock, SystemClock};
 use crate::context::{MatchedRoute, RequestContext};
 use crate::principal::Principal;
-use crate::rejection::{Rejection, is_grpc};
+use crate::rejection::{Rejection, RejectionKind, is_grpc};
 
 /// The role tables and clock every guard of a router shares.
 #[derive(Debug, Clone)]
@@ -174,54 +174,67 @@ where
                 .with_policy_id(self.policy.id().clone());
             return GuardFuture::denied(rejection.into_deferred_response());
         };
-        let (req, params) = if self.policy.uses_path_params() {
-            path_params(req)
-        } else {
-            (req, Vec::new())
-        };
-        let param_refs: Vec<(&str, &str)> = params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let config = self
-            .config
-            .clone()
-            .or_else(|| req.extensions().get::<Arc<AuthzConfig>>().cloned())
-            .unwrap_or_else(|| DEFAULT_CONFIG.clone());
-        let ctx = PolicyContext {
-            principal: req.extensions().get::<Principal>(),
-            method: req.method(),
-            route: &route,
-            params: &param_refs,
-            client_ip: req
-                .extensions()
-                .get::<RequestContext>()
-                .and_then(|c| c.client_ip),
-            rbac: &config.rbac,
-            clock: &*config.clock,
-        };
-        match self.policy.evaluate(&ctx) {
-            Decision::Allow => GuardFuture::allowed(self.inner.call(req), MatchedRoute(route)),
-            Decision::Deny(denial) => {
-                let detail = format!(
-                    "policy {} denied {} {}: {} ({})",
-                    denial.policy_id,
-                    ctx.method,
-                    route,
-                    denial.reason,
-                    denial.code.as_str()
-                );
-                let rejection = match denial.code {
-                    DenyCode::NotAuthenticated => {
-                        Rejection::new(crate::rejection::RejectionKind::MissingCredential, detail)
-                    }
-                    _ => Rejection::forbidden(detail),
+        match authorize(&self.policy, self.config.as_ref(), route, req) {
+            Ok((req, route)) => GuardFuture::allowed(self.inner.call(req), route),
+            Err(response) => GuardFuture::denied(response),
+        }
+    }
+}
+
+/// Evaluates `policy` for `req` on `route`. On allow, hands the request back with the route to
+/// record; on deny, returns the deferred rejection response.
+pub(crate) fn authorize<B, ResBody: Default>(
+    policy: &SharedPolicy,
+    fixed_config: Option<&Arc<AuthzConfig>>,
+    route: Arc<str>,
+    req: Request<B>,
+) -> Result<(Request<B>, MatchedRoute), Response<ResBody>> {
+    let (req, params) = if policy.uses_path_params() {
+        path_params(req)
+    } else {
+        (req, Vec::new())
+    };
+    let param_refs: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let config = fixed_config
+        .cloned()
+        .or_else(|| req.extensions().get::<Arc<AuthzConfig>>().cloned())
+        .unwrap_or_else(|| DEFAULT_CONFIG.clone());
+    let ctx = PolicyContext {
+        principal: req.extensions().get::<Principal>(),
+        method: req.method(),
+        route: &route,
+        params: &param_refs,
+        client_ip: req
+            .extensions()
+            .get::<RequestContext>()
+            .and_then(|c| c.client_ip),
+        rbac: &config.rbac,
+        clock: &*config.clock,
+    };
+    match policy.evaluate(&ctx) {
+        Decision::Allow => Ok((req, MatchedRoute(route))),
+        Decision::Deny(denial) => {
+            let detail = format!(
+                "policy {} denied {} {}: {} ({})",
+                denial.policy_id,
+                ctx.method,
+                route,
+                denial.reason,
+                denial.code.as_str()
+            );
+            let rejection = match denial.code {
+                DenyCode::NotAuthenticated => {
+                    Rejection::new(RejectionKind::MissingCredential, detail)
                 }
-                .with_policy_id(denial.policy_id);
-                let mut response: Response<ResBody> = rejection.into_deferred_response();
-                response.extensions_mut().insert(MatchedRoute(route));
-                GuardFuture::denied(response)
+                _ => Rejection::forbidden(detail),
             }
+            .with_policy_id(denial.policy_id);
+            let mut response: Response<ResBody> = rejection.into_deferred_response();
+            response.extensions_mut().insert(MatchedRoute(route));
+            Err(response)
         }
     }
 }
@@ -243,7 +256,7 @@ pin_project! {
 }
 
 impl<F, B> GuardFuture<F, B> {
-    fn allowed(future: F, route: MatchedRoute) -> Self {
+    pub(crate) fn allowed(future: F, route: MatchedRoute) -> Self {
         Self {
             state: GuardState::Allowed {
                 future,
@@ -251,7 +264,7 @@ impl<F, B> GuardFuture<F, B> {
             },
         }
     }
-    fn denied(response: Response<B>) -> Self {
+    pub(crate) fn denied(response: Response<B>) -> Self {
         Self {
             state: GuardState::Denied {
                 response: Some(response),

@@ -1,0 +1,368 @@
+//! Deny-by-default routing for axum.
+//!
+//! [`SecureRouter`] wraps [`axum::Router`]. Every route is declared together with a policy:
+//! `get(handler, has_role("reader"))`. A handler without a policy cannot be expressed, so
+//! there is nothing to forget:
+//!
+//! - unknown paths are refused with 404, and methods a path does not list with 405 (with
+//!   `Allow`), both as problem documents;
+//! - each (path, method) gets its own guard, which authorizes on the matched route template,
+//!   never the raw path;
+//! - nested and merged routers keep their policies;
+//! - [`SecureRouter::report`] lists every (method, route, policy), so a test or an operator can
+//!   review the whole surface.
+//!
+//! ```
+//! use axum::body::Body;
+//! use http::{Request, StatusCode};
+//! use portcullis::authz::{has_role, public};
+//! use portcullis::context::RequestContextLayer;
+//! use portcullis::routing::{SecureRouter, get};
+//! use tower::ServiceExt;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let routes = SecureRouter::new()
+//!     .route("/health", get(|| async { "ok" }, public()))
+//!     .route("/documents/{id}", get(|| async { "doc" }, has_role("reader")));
+//! assert_eq!(routes.report().routes.len(), 2);
+//! let app = routes.into_router().unwrap().layer(RequestContextLayer::new());
+//!
+//! let health = app.clone().oneshot(Request::get("/health").body(Body::empty()).unwrap()).await.unwrap();
+//! assert_eq!(health.status(), StatusCode::OK);
+//! // No principal: the reader policy refuses with 401.
+//! let doc = app.clone().oneshot(Request::get("/documents/1").body(Body::empty()).unwrap()).await.unwrap();
+//! assert_eq!(doc.status(), StatusCode::UNAUTHORIZED);
+//! let unknown = app.clone().oneshot(Request::get("/nope").body(Body::empty()).unwrap()).await.unwrap();
+//! assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+//! let wrong_method = app.oneshot(Request::delete("/health").body(Body::empty()).unwrap()).await.unwrap();
+//! assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+//! assert_eq!(wrong_method.headers()["allow"], "GET, HEAD");
+//! # });
+//! ```
+//!
+//! # Deployment caveat
+//! Policies see the principal established by [`AuthnLayer`](crate::authn::AuthnLayer): layer it
+//! (and [`RequestContextLayer`](crate::context::RequestContextLayer) outside it) around the
+//! router returned by [`SecureRouter::into_router`], or use [`Security`](crate::Security),
+//! which does both in the right order.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::handler::Handler;
+use axum::routing::{MethodFilter, MethodRouter};
+use http::HeaderValue;
+
+use crate::authz::guard::{AuthzConfig, PolicyGuardLayer};
+use crate::authz::{Rbac, SharedPolicy};
+use crate::error::ConfigError;
+use crate::rejection::Rejection;
+
+use super::{RouteEntry, RouteReport};
+
+/// The HTTP methods a [`SecureMethodRouter`] can route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum RouteMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl RouteMethod {
+    fn name(self) -> &'static str {
+        match self {
+            RouteMethod::Get => "GET",
+            RouteMethod::Post => "POST",
+            RouteMethod::Put => "PUT",
+            RouteMethod::Patch => "PATCH",
+            RouteMethod::Delete => "DELETE",
+        }
+    }
+    fn filter(self) -> MethodFilter {
+        match self {
+            RouteMethod::Get => MethodFilter::GET,
+            RouteMethod::Post => MethodFilter::POST,
+            RouteMethod::Put => MethodFilter::PUT,
+            RouteMethod::Patch => MethodFilter::PATCH,
+            RouteMethod::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// The methods of one path, each with its handler and policy.
+pub struct SecureMethodRouter<S = ()> {
+    methods: Vec<(RouteMethod, SharedPolicy, MethodRouter<S>)>,
+    errors: Vec<String>,
+}
+
+impl<S> fmt::Debug for SecureMethodRouter<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        for (method, policy, _) in &self.methods {
+            list.entry(&(method.name(), policy));
+        }
+        list.finish()
+    }
+}
+
+macro_rules! method_fns {
+    ($($name:ident => $method:ident),* $(,)?) => {
+        $(
+            #[doc = concat!("Routes `", stringify!($method), "` requests to `handler`, guarded by `policy`.")]
+            pub fn $name<H, T, S>(handler: H, policy: SharedPolicy) -> SecureMethodRouter<S>
+            where
+                H: Handler<T, S>,
+                T: 'static,
+                S: Clone + Send + Sync + 'static,
+            {
+                SecureMethodRouter::empty().add(RouteMethod::$method, handler, policy)
+            }
+        )*
+
+        impl<S: Clone + Send + Sync + 'static> SecureMethodRouter<S> {
+            $(
+                #[doc = concat!("Adds `", stringify!($method), "` to this path, guarded by `policy`.")]
+                pub fn $name<H, T>(self, handler: H, policy: SharedPolicy) -> Self
+                where
+                    H: Handler<T, S>,
+                    T: 'static,
+                {
+                    self.add(RouteMethod::$method, handler, policy)
+                }
+            )*
+        }
+    };
+}
+
+method_fns!(get => Get, post => Post, put => Put, patch => Patch, delete => Delete);
+
+impl<S: Clone + Send + Sync + 'static> SecureMethodRouter<S> {
+    fn empty() -> Self {
+        Self {
+            methods: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn add<H, T>(mut self, method: RouteMethod, handler: H, policy: SharedPolicy) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        if self.methods.iter().any(|(m, _, _)| *m == method) {
+            self.errors
+                .push(format!("{} declared twice for one path", method.name()));
+            return self;
+        }
+        let route = axum::routing::on(method.filter(), handler)
+            .route_layer(PolicyGuardLayer::new(policy.clone()));
+        self.methods.push((method, policy, route));
+        self
+    }
+
+    fn merge_from(&mut self, other: SecureMethodRouter<S>, path: &str) {
+        self.errors.extend(other.errors);
+        for entry in other.methods {
+            if self.methods.iter().any(|(m, _, _)| *m == entry.0) {
+                self.errors
+                    .push(format!("{} {path} declared twice", entry.0.name()));
+            } else {
+                self.methods.push(entry);
+            }
+        }
+    }
+
+    fn allow_header(&self) -> HeaderValue {
+        let mut names: Vec<&str> = Vec::new();
+        let mut sorted: Vec<RouteMethod> = self.methods.iter().map(|(m, _, _)| *m).collect();
+        sorted.sort();
+        for m in sorted {
+            names.push(m.name());
+            if m == RouteMethod::Get {
+                names.push("HEAD");
+            }
+        }
+        HeaderValue::from_str(&names.join(", ")).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    fn into_method_router(self) -> MethodRouter<S> {
+        let allow = self.allow_header();
+        let mut merged: Option<MethodRouter<S>> = None;
+        for (_, _, route) in self.methods {
+            merged = Some(match merged {
+                None => route,
+                // Methods are unique per path (checked in `add`), so merging cannot overlap.
+                Some(previous) => previous.merge(route),
+            });
+        }
+        merged.unwrap_or_default().fallback(move || {
+            let allow = allow.clone();
+            async move { Rejection::method_not_allowed(allow) }
+        })
+    }
+}
+
+/// A deny-by-default router. See the [module docs](crate::routing).
+pub struct SecureRouter<S = ()> {
+    routes: BTreeMap<String, SecureMethodRouter<S>>,
+    nested: Vec<(String, SecureRouter<S>)>,
+    config: AuthzConfig,
+    errors: Vec<String>,
+}
+
+impl<S> fmt::Debug for SecureRouter<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecureRouter")
+            .field("routes", &self.routes)
+            .field("nested", &self.nested)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Default for SecureRouter<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn join_paths(prefix: &str, path: &str) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    if path == "/" {
+        if prefix.is_empty() {
+            "/".into()
+        } else {
+            prefix.into()
+        }
+    } else {
+        format!("{prefix}{path}")
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> SecureRouter<S> {
+    /// An empty router with no role hierarchy.
+    pub fn new() -> Self {
+        Self::with_config(AuthzConfig::default())
+    }
+
+    /// An empty router whose policies use `rbac` (role hierarchy and role permissions).
+    pub fn with_rbac(rbac: Rbac) -> Self {
+        Self::with_config(AuthzConfig::new(rbac))
+    }
+
+    /// An empty router with a full authorization configuration.
+    pub fn with_config(config: AuthzConfig) -> Self {
+        Self {
+            routes: BTreeMap::new(),
+            nested: Vec::new(),
+            config,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Declares `path` with its methods and policies. Declaring the same path again adds
+    /// methods; declaring the same method twice is a configuration error reported by
+    /// [`into_router`](Self::into_router).
+    pub fn route(mut self, path: &str, methods: SecureMethodRouter<S>) -> Self {
+        if !path.starts_with('/') {
+            self.errors
+                .push(format!("route {path:?} must start with '/'"));
+            return self;
+        }
+        match self.routes.get_mut(path) {
+            Some(existing) => existing.merge_from(methods, path),
+            None => {
+                self.routes.insert(path.to_owned(), methods);
+            }
+        }
+        self
+    }
+
+    /// Mounts `router` under `prefix`. Its routes keep their policies; the outer router's
+    /// authorization configuration applies.
+    pub fn nest(mut self, prefix: &str, router: SecureRouter<S>) -> Self {
+        if !prefix.starts_with('/') || prefix == "/" {
+            self.errors.push(format!(
+                "nest prefix {prefix:?} must start with '/' and not be '/'"
+            ));
+            return self;
+        }
+        self.nested.push((prefix.to_owned(), router));
+        self
+    }
+
+    /// Adds every route of `other` to this router.
+    pub fn merge(mut self, other: SecureRouter<S>) -> Self {
+        self.errors.extend(other.errors);
+        for (path, methods) in other.routes {
+            self = self.route(&path, methods);
+        }
+        self.nested.extend(other.nested);
+        self
+    }
+
+    /// Every (method, route, policy) this router will serve.
+    pub fn report(&self) -> RouteReport {
+        let mut routes = Vec::new();
+        self.collect("", &mut routes);
+        routes.sort_by(|a, b| (&a.route, &a.method).cmp(&(&b.route, &b.method)));
+        RouteReport { routes }
+    }
+
+    fn collect(&self, prefix: &str, out: &mut Vec<RouteEntry>) {
+        for (path, methods) in &self.routes {
+            for (method, policy, _) in &methods.methods {
+                out.push(RouteEntry {
+                    method: method.name().to_owned(),
+                    route: join_paths(prefix, path),
+                    policy: policy.id().to_string(),
+                });
+            }
+        }
+        for (nested_prefix, router) in &self.nested {
+            router.collect(&join_paths(prefix, nested_prefix), out);
+        }
+    }
+
+    fn collect_errors(&self, out: &mut Vec<String>) {
+        out.extend(self.errors.iter().cloned());
+        for methods in self.routes.values() {
+            out.extend(methods.errors.iter().cloned());
+        }
+        for (_, router) in &self.nested {
+            router.collect_errors(out);
+        }
+    }
+
+    fn into_axum(self) -> Router<S> {
+        let mut router = Router::new();
+        for (path, methods) in self.routes {
+            router = router.route(&path, methods.into_method_router());
+        }
+        for (prefix, nested) in self.nested {
+            router = router.nest(&prefix, nested.into_axum());
+        }
+        router
+    }
+
+    /// Builds the axum router: every declared route behind its guard, 404 for everything
+    /// else. Fails if the declaration has errors (duplicate methods, malformed paths).
+    pub fn into_router(self) -> Result<Router<S>, ConfigError> {
+        let mut errors = Vec::new();
+        self.collect_errors(&mut errors);
+        if !errors.is_empty() {
+            return Err(ConfigError::new(format!(
+                "invalid routes: {}",
+                errors.join("; ")
+            )));
+        }
+        let config = Arc::new(self.config.clone());
+        Ok(self
+            .into_axum()
+            .fallback(|| async { Rejection::not_found() })
+            .layer(axum::Extension(config)))
+    }
+}
