@@ -35,14 +35,15 @@
 //! ```
 //!
 //! # Deployment caveat
-//! The client address is the socket peer unless an outer layer inserted a [`ClientIp`]. Behind a
-//! reverse proxy the peer is the proxy: resolve the real client from forwarded headers only for
-//! trusted proxies, before this layer sees the request.
+//! The client address is the socket peer unless an outer layer inserted a [`ClientIp`] or a
+//! [`ClientIpResolver`] is configured. Behind a reverse proxy the peer is the proxy: configure
+//! the resolver with the proxy networks, so forwarded headers are believed only from them.
 
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
@@ -55,6 +56,7 @@ use tower_service::Service;
 
 use crate::audit::{AuditRecord, truncate};
 use crate::body::SecureBody;
+use crate::client_ip::ClientIpResolver;
 use crate::principal::Principal;
 use crate::rejection::{Rejection, RejectionKind, is_grpc};
 
@@ -149,10 +151,22 @@ pub struct RequestContext {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchedRoute(pub std::sync::Arc<str>);
 
-fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+fn client_ip(
+    extensions: &http::Extensions,
+    headers: &http::HeaderMap,
+    resolver: Option<&ClientIpResolver>,
+) -> Option<IpAddr> {
     if let Some(ClientIp(ip)) = extensions.get::<ClientIp>() {
         return Some(*ip);
     }
+    let peer = peer_ip(extensions)?;
+    Some(match resolver {
+        Some(resolver) => resolver.resolve(peer, headers),
+        None => crate::client_ip::canonical(peer),
+    })
+}
+
+fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
     if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
         return Some(info.0.ip());
@@ -171,6 +185,7 @@ fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
 #[must_use]
 pub struct RequestContextLayer {
     normalize_framework_rejections: bool,
+    client_ip: Option<Arc<ClientIpResolver>>,
 }
 
 impl Default for RequestContextLayer {
@@ -184,7 +199,16 @@ impl RequestContextLayer {
     pub fn new() -> Self {
         Self {
             normalize_framework_rejections: true,
+            client_ip: None,
         }
+    }
+
+    /// Resolves the client address with `resolver` (trusted proxies and forwarded headers)
+    /// instead of taking the socket peer. The result is inserted as [`ClientIp`] for every
+    /// later layer.
+    pub fn with_client_ip_resolver(mut self, resolver: ClientIpResolver) -> Self {
+        self.client_ip = Some(Arc::new(resolver));
+        self
     }
 
     /// Leaves plain-text 4xx responses that carry no [`Rejection`] untouched.
@@ -204,6 +228,7 @@ impl<S> Layer<S> for RequestContextLayer {
         RequestContextService {
             inner,
             normalize: self.normalize_framework_rejections,
+            client_ip: self.client_ip.clone(),
         }
     }
 }
@@ -213,6 +238,7 @@ impl<S> Layer<S> for RequestContextLayer {
 pub struct RequestContextService<S> {
     inner: S,
     normalize: bool,
+    client_ip: Option<Arc<ClientIpResolver>>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestContextService<S>
@@ -231,9 +257,12 @@ where
         let context = RequestContext {
             request_id: RequestId::generate(),
             started: Instant::now(),
-            client_ip: peer_ip(req.extensions()),
+            client_ip: client_ip(req.extensions(), req.headers(), self.client_ip.as_deref()),
             grpc: is_grpc(req.headers()),
         };
+        if let Some(ip) = context.client_ip {
+            req.extensions_mut().insert(ClientIp(ip));
+        }
         let state = EdgeState {
             method: req.method().clone(),
             path: truncate(req.uri().path(), 256).to_owned(),
@@ -375,6 +404,47 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn resolved_client_ip_reaches_inner_layers() {
+        use crate::client_ip::ForwardedHeader;
+        use tower::{ServiceExt, service_fn};
+
+        let resolver = ClientIpResolver::builder()
+            .trust_proxy("10.0.0.0/8")
+            .unwrap()
+            .forwarded_header(ForwardedHeader::XForwardedFor)
+            .build();
+        let svc = RequestContextLayer::new()
+            .with_client_ip_resolver(resolver)
+            .layer(service_fn(|req: Request<String>| async move {
+                let ip = req.extensions().get::<ClientIp>().map(|c| c.0.to_string());
+                Ok::<_, std::convert::Infallible>(Response::new(ip.unwrap_or_default()))
+            }));
+        let request = |peer: &str| {
+            let mut req = Request::builder()
+                .header("x-forwarded-for", "6.6.6.6, 203.0.113.9")
+                .body(String::new())
+                .unwrap();
+            req.extensions_mut()
+                .insert(SocketAddr::new(peer.parse().unwrap(), 4000));
+            req
+        };
+        let via_proxy = svc.clone().oneshot(request("10.0.0.2")).await.unwrap();
+        assert_eq!(body_text(via_proxy).await, "203.0.113.9");
+        let direct = svc.oneshot(request("198.51.100.1")).await.unwrap();
+        assert_eq!(body_text(direct).await, "198.51.100.1");
+    }
+
+    async fn body_text<B>(response: Response<SecureBody<B>>) -> String
+    where
+        B: http_body::Body<Data = bytes::Bytes>,
+        B::Error: Into<crate::body::BoxError>,
+    {
+        use http_body_util::BodyExt;
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
 
     #[test]
     fn request_ids_are_unique_hex_and_not_sequential() {

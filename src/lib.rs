@@ -40,6 +40,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod body;
+pub mod client_ip;
 pub mod clock;
 pub mod context;
 mod error;
