@@ -86,6 +86,98 @@ struct PinnedKey {
 struct KeySet {
     keys: Vec<PinnedKey>,
     generation: u64,
+    /// The source snapshot this set was prepared from.
+    snapshot: Arc<KeySnapshot>,
+}
+
+/// The keys a [`KeySource`] offers at one moment.
+#[derive(Debug, Default)]
+pub struct KeySnapshot {
+    /// The verification keys.
+    pub keys: Vec<VerificationKey>,
+}
+
+/// Where a [`JwtAuthenticator`] gets its keys: configured keys ([`StaticKeys`]) or a remote
+/// JWKS that refreshes itself.
+pub trait KeySource: Send + Sync + fmt::Debug + 'static {
+    /// The current keys. Called on every signature verification, so it must be cheap and must
+    /// not block; return the same `Arc` until the keys change (the authenticator prepares a
+    /// snapshot once and clears its token cache when the pointer changes).
+    fn snapshot(&self) -> Arc<KeySnapshot>;
+
+    /// A token named `kid`, which the current snapshot lacks. A source that can fetch keys may
+    /// refresh (it must rate-limit and coalesce these calls: attackers choose `kid`s) and
+    /// return `true` when a new snapshot is available. The default does nothing.
+    fn unknown_kid<'a>(&'a self, kid: &'a str) -> futures_util::future::BoxFuture<'a, bool> {
+        let _ = kid;
+        Box::pin(std::future::ready(false))
+    }
+}
+
+/// Keys configured in code, replaceable with [`JwtAuthenticator::replace_keys`].
+#[derive(Debug)]
+pub struct StaticKeys {
+    current: ArcSwap<KeySnapshot>,
+}
+
+impl StaticKeys {
+    fn new(keys: Vec<VerificationKey>) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(KeySnapshot { keys }),
+        }
+    }
+}
+
+impl KeySource for StaticKeys {
+    fn snapshot(&self) -> Arc<KeySnapshot> {
+        self.current.load_full()
+    }
+}
+
+/// A revocation check run after every successful verification, cached or not.
+///
+/// Returning `Err(reason)` refuses the token with 401; implementations should fail closed
+/// (refuse) when their store cannot answer.
+pub trait RevocationCheck: Send + Sync + fmt::Debug + 'static {
+    /// Checks `principal` (its claims, including `jti`, `sub` and `iat`, are in
+    /// [`Principal::attributes`]).
+    fn check<'a>(
+        &'a self,
+        principal: &'a Principal,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), Cow<'static, str>>>;
+}
+
+/// Why a verification failed.
+enum VerifyError {
+    UnknownKid(String),
+    Invalid(Cow<'static, str>),
+}
+
+impl From<Cow<'static, str>> for VerifyError {
+    fn from(reason: Cow<'static, str>) -> Self {
+        VerifyError::Invalid(reason)
+    }
+}
+
+impl From<&'static str> for VerifyError {
+    fn from(reason: &'static str) -> Self {
+        VerifyError::Invalid(Cow::Borrowed(reason))
+    }
+}
+
+impl From<String> for VerifyError {
+    fn from(reason: String) -> Self {
+        VerifyError::Invalid(Cow::Owned(reason))
+    }
+}
+
+impl VerifyError {
+    fn reason(self) -> Cow<'static, str> {
+        match self {
+            VerifyError::UnknownKid(_) => Cow::Borrowed("unknown kid"),
+            VerifyError::Invalid(reason) => reason,
+        }
+    }
 }
 
 impl KeySet {
@@ -93,6 +185,7 @@ impl KeySet {
         keys: Vec<VerificationKey>,
         allowed: &[Algorithm],
         generation: u64,
+        snapshot: Arc<KeySnapshot>,
     ) -> Result<Self, ConfigError> {
         if keys.is_empty() {
             return Err(ConfigError::new("JWT authenticator needs at least one key"));
@@ -129,6 +222,30 @@ impl KeySet {
         Ok(Self {
             keys: pinned,
             generation,
+            snapshot,
+        })
+    }
+
+    /// Prepares a snapshot from a remote source: unusable keys are skipped (with a warning)
+    /// instead of failing, since the source is not under the operator's direct control.
+    fn lenient(snapshot: Arc<KeySnapshot>, allowed: &[Algorithm], generation: u64) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        let usable: Vec<VerificationKey> = snapshot
+            .keys
+            .iter()
+            .filter(|k| k.kid().is_none_or(|kid| seen.insert(kid.to_owned())))
+            .filter_map(|k| {
+                let restricted = k.clone().restrict(allowed);
+                if restricted.is_none() {
+                    tracing::warn!(target: "portcullis::jwt", kid = k.kid(), "key allows no permitted algorithm; skipped");
+                }
+                restricted
+            })
+            .collect();
+        Self::new(usable, allowed, generation, snapshot.clone()).unwrap_or(Self {
+            keys: Vec::new(),
+            generation,
+            snapshot,
         })
     }
 
@@ -136,13 +253,13 @@ impl KeySet {
         &self,
         kid: Option<&str>,
         alg: Algorithm,
-    ) -> Result<(&PinnedKey, &Validation), &'static str> {
+    ) -> Result<(&PinnedKey, &Validation), VerifyError> {
         let key = match kid {
             Some(kid) => self
                 .keys
                 .iter()
                 .find(|k| k.key.kid() == Some(kid))
-                .ok_or("unknown kid")?,
+                .ok_or_else(|| VerifyError::UnknownKid(kid.to_owned()))?,
             None => {
                 let mut candidates = self
                     .keys
@@ -150,7 +267,7 @@ impl KeySet {
                     .filter(|k| k.key.algorithms().contains(&alg));
                 let first = candidates.next().ok_or("no key for the token's alg")?;
                 if candidates.next().is_some() {
-                    return Err("token has no kid and several keys match its alg");
+                    return Err("token has no kid and several keys match its alg".into());
                 }
                 first
             }
@@ -175,7 +292,11 @@ struct CachedToken {
 type TokenCache = quick_cache::sync::Cache<[u8; 32], CachedToken>;
 
 struct Inner {
-    keys: ArcSwap<KeySet>,
+    source: Arc<dyn KeySource>,
+    /// Set when the source is the builder's own static keys (`replace_keys` works then).
+    static_keys: Option<Arc<StaticKeys>>,
+    prepared: ArcSwap<KeySet>,
+    revocation: Option<Arc<dyn RevocationCheck>>,
     allowed: Vec<Algorithm>,
     rules: ClaimRules,
     cache: Option<TokenCache>,
@@ -191,7 +312,7 @@ pub struct JwtAuthenticator {
 
 impl fmt::Debug for JwtAuthenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let keys = self.inner.keys.load();
+        let keys = self.inner.prepared.load();
         let kids: Vec<_> = keys.keys.iter().map(|k| &k.key).collect();
         f.debug_struct("JwtAuthenticator")
             .field("issuers", &self.inner.rules.issuers)
@@ -210,27 +331,86 @@ impl JwtAuthenticator {
     }
 
     /// Replaces the verification keys (rotation). Cached verifications made with the old keys
-    /// are invalidated at once.
+    /// are invalidated at once. Only for authenticators built with configured keys; a remote
+    /// key source rotates by itself.
     pub fn replace_keys(&self, keys: Vec<VerificationKey>) -> Result<(), ConfigError> {
-        let next = self.inner.keys.load().generation + 1;
-        let set = KeySet::new(keys, &self.inner.allowed, next)?;
-        self.inner.keys.store(Arc::new(set));
+        let Some(static_keys) = &self.inner.static_keys else {
+            return Err(ConfigError::new(
+                "replace_keys needs configured keys; this authenticator uses a key source",
+            ));
+        };
+        let snapshot = Arc::new(KeySnapshot { keys });
+        let next = self.inner.prepared.load().generation + 1;
+        let set = KeySet::new(
+            snapshot.keys.clone(),
+            &self.inner.allowed,
+            next,
+            snapshot.clone(),
+        )?;
+        static_keys.current.store(snapshot);
+        self.inner.prepared.store(Arc::new(set));
         if let Some(cache) = &self.inner.cache {
             cache.clear();
         }
         Ok(())
     }
 
-    /// Verifies a compact JWS token and returns its principal.
+    /// Verifies a compact JWS token (signature, claims, key selection) and returns its
+    /// principal. Synchronous: it neither refreshes keys for an unknown `kid` nor consults
+    /// revocation; [`authenticate_token`](Self::authenticate_token) does both.
     ///
     /// The returned rejection's detail says what failed (for the audit log); it never contains
     /// the token.
     pub fn verify(&self, token: &str) -> Result<Principal, Rejection> {
         self.verify_inner(token)
-            .map_err(Rejection::invalid_credential)
+            .map_err(|e| Rejection::invalid_credential(e.reason()))
     }
 
-    fn verify_inner(&self, token: &str) -> Result<Principal, Cow<'static, str>> {
+    /// Everything [`verify`](Self::verify) does, plus one key refresh when the token names an
+    /// unknown `kid` (if the key source can refresh), plus the revocation check.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Principal, Rejection> {
+        let principal = match self.verify_inner(token) {
+            Ok(principal) => principal,
+            Err(VerifyError::UnknownKid(kid)) => {
+                if self.inner.source.unknown_kid(&kid).await {
+                    self.verify_inner(token)
+                        .map_err(|e| Rejection::invalid_credential(e.reason()))?
+                } else {
+                    return Err(Rejection::invalid_credential("unknown kid"));
+                }
+            }
+            Err(e) => return Err(Rejection::invalid_credential(e.reason())),
+        };
+        if let Some(revocation) = &self.inner.revocation {
+            revocation
+                .check(&principal)
+                .await
+                .map_err(Rejection::invalid_credential)?;
+        }
+        Ok(principal)
+    }
+
+    /// The prepared keys for the source's current snapshot, re-prepared when it changed.
+    fn current_keys(&self) -> Arc<KeySet> {
+        let inner = &*self.inner;
+        let prepared = inner.prepared.load_full();
+        let snapshot = inner.source.snapshot();
+        if Arc::ptr_eq(&prepared.snapshot, &snapshot) {
+            return prepared;
+        }
+        let next = Arc::new(KeySet::lenient(
+            snapshot,
+            &inner.allowed,
+            prepared.generation + 1,
+        ));
+        inner.prepared.store(next.clone());
+        if let Some(cache) = &inner.cache {
+            cache.clear();
+        }
+        next
+    }
+
+    fn verify_inner(&self, token: &str) -> Result<Principal, VerifyError> {
         let inner = &*self.inner;
         if token.len() > inner.max_token_bytes {
             return Err(format!(
@@ -241,7 +421,7 @@ impl JwtAuthenticator {
             .into());
         }
         let now = inner.clock.unix_seconds();
-        let keys = inner.keys.load();
+        let keys = self.current_keys();
         let cache_key: Option<[u8; 32]> = inner
             .cache
             .as_ref()
@@ -256,7 +436,7 @@ impl JwtAuthenticator {
         }
 
         let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| "malformed or unsupported token header")?;
+            .map_err(|_| VerifyError::from("malformed or unsupported token header"))?;
         if header.crit.is_some() {
             return Err(
                 "token has critical header parameters this verifier does not understand".into(),
@@ -299,12 +479,12 @@ impl JwtAuthenticator {
 
 impl Authenticator for JwtAuthenticator {
     fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
-        let outcome = match bearer_token(parts) {
-            Ok(Some(token)) => self.verify(token).map(Some),
-            Ok(None) => Ok(None),
-            Err(rejection) => Err(rejection),
-        };
-        Box::pin(std::future::ready(outcome))
+        Box::pin(async move {
+            match bearer_token(parts)? {
+                Some(token) => self.authenticate_token(token).await.map(Some),
+                None => Ok(None),
+            }
+        })
     }
 }
 
@@ -313,6 +493,8 @@ impl Authenticator for JwtAuthenticator {
 #[must_use]
 pub struct JwtAuthenticatorBuilder {
     keys: Vec<VerificationKey>,
+    source: Option<Arc<dyn KeySource>>,
+    revocation: Option<Arc<dyn RevocationCheck>>,
     errors: Vec<ConfigError>,
     issuers: Vec<String>,
     audiences: Vec<String>,
@@ -345,6 +527,8 @@ impl Default for JwtAuthenticatorBuilder {
     fn default() -> Self {
         Self {
             keys: Vec::new(),
+            source: None,
+            revocation: None,
             errors: Vec::new(),
             issuers: Vec::new(),
             audiences: Vec::new(),
@@ -369,6 +553,17 @@ impl JwtAuthenticatorBuilder {
     /// Adds a verification key.
     pub fn key(mut self, key: VerificationKey) -> Self {
         self.keys.push(key);
+        self
+    }
+    /// Takes keys from `source` (for example a remote JWKS) instead of configured keys. Cannot
+    /// be combined with configured keys.
+    pub fn key_source(mut self, source: Arc<dyn KeySource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+    /// Consults `revocation` after every successful verification (cached ones included).
+    pub fn revocation(mut self, revocation: Arc<dyn RevocationCheck>) -> Self {
+        self.revocation = Some(revocation);
         self
     }
     /// Adds several verification keys.
@@ -555,11 +750,30 @@ impl JwtAuthenticatorBuilder {
         if self.max_token_bytes == 0 {
             return Err(ConfigError::new("max_token_bytes must be positive"));
         }
-        let keys = KeySet::new(self.keys, &self.allowed, 0)?;
+        let (source, static_keys, prepared): (Arc<dyn KeySource>, _, _) = match self.source {
+            Some(source) => {
+                if !self.keys.is_empty() {
+                    return Err(ConfigError::new(
+                        "configure either keys or a key source, not both",
+                    ));
+                }
+                let prepared = KeySet::lenient(source.snapshot(), &self.allowed, 0);
+                (source, None, prepared)
+            }
+            None => {
+                let static_keys = Arc::new(StaticKeys::new(self.keys));
+                let snapshot = static_keys.snapshot();
+                let prepared = KeySet::new(snapshot.keys.clone(), &self.allowed, 0, snapshot)?;
+                (static_keys.clone(), Some(static_keys), prepared)
+            }
+        };
         let cache = (self.cache_capacity > 0).then(|| TokenCache::new(self.cache_capacity));
         Ok(JwtAuthenticator {
             inner: Arc::new(Inner {
-                keys: ArcSwap::from_pointee(keys),
+                source,
+                static_keys,
+                prepared: ArcSwap::from_pointee(prepared),
+                revocation: self.revocation,
                 allowed: self.allowed,
                 rules: ClaimRules {
                     issuers: (!self.any_issuer).then_some(self.issuers),
@@ -724,6 +938,98 @@ mod tests {
         auth.replace_keys(vec![rotated.verification_key()]).unwrap();
         let err = auth.verify(&fresh).unwrap_err();
         assert!(err.detail().contains("unknown kid"), "{err:?}");
+    }
+
+    /// A source whose keys change only when asked about an unknown kid, counting the asks.
+    #[derive(Debug)]
+    struct RotatingSource {
+        current: ArcSwap<KeySnapshot>,
+        next: std::sync::Mutex<Option<VerificationKey>>,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl KeySource for RotatingSource {
+        fn snapshot(&self) -> Arc<KeySnapshot> {
+            self.current.load_full()
+        }
+        fn unknown_kid<'a>(&'a self, _kid: &'a str) -> futures_util::future::BoxFuture<'a, bool> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let next = self.next.lock().unwrap().take();
+            Box::pin(async move {
+                match next {
+                    Some(key) => {
+                        let mut keys = self.current.load().keys.clone();
+                        keys.push(key);
+                        self.current.store(Arc::new(KeySnapshot { keys }));
+                        true
+                    }
+                    None => false,
+                }
+            })
+        }
+    }
+
+    #[derive(Debug)]
+    struct DenySubject(&'static str);
+
+    impl RevocationCheck for DenySubject {
+        fn check<'a>(
+            &'a self,
+            principal: &'a Principal,
+        ) -> futures_util::future::BoxFuture<'a, Result<(), Cow<'static, str>>> {
+            let revoked = principal.subject() == self.0;
+            Box::pin(async move {
+                if revoked {
+                    Err("revoked".into())
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_asks_the_source_once_and_revocation_applies_to_cached_tokens() {
+        let old = TestKey::ed25519("old");
+        let new = TestKey::ed25519("new");
+        let source = Arc::new(RotatingSource {
+            current: ArcSwap::from_pointee(KeySnapshot {
+                keys: vec![old.verification_key()],
+            }),
+            next: std::sync::Mutex::new(Some(new.verification_key())),
+            asked: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let auth = JwtAuthenticator::builder()
+            .issuer(ISS)
+            .audience(AUD)
+            .key_source(source.clone())
+            .revocation(Arc::new(DenySubject("mallory")))
+            .build()
+            .unwrap();
+        assert!(
+            auth.replace_keys(vec![]).is_err(),
+            "remote sources rotate themselves"
+        );
+        let token = new.mint(&new.claims("alice", ISS, AUD));
+        assert!(auth.verify(&token).is_err(), "sync verify does not refresh");
+        assert!(auth.authenticate_token(&token).await.is_ok());
+        assert_eq!(source.asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Old keys stay valid after the rotation.
+        assert!(
+            auth.authenticate_token(&old.mint(&old.claims("bob", ISS, AUD)))
+                .await
+                .is_ok()
+        );
+
+        let mallory = old.mint(&old.claims("mallory", ISS, AUD));
+        assert!(
+            auth.verify(&mallory).is_ok(),
+            "signature and claims are fine"
+        );
+        let err = auth.authenticate_token(&mallory).await.unwrap_err();
+        assert_eq!(err.detail(), "revoked");
+        let err = auth.authenticate_token(&mallory).await.unwrap_err();
+        assert_eq!(err.detail(), "revoked", "cache hits are checked too");
     }
 
     #[test]
