@@ -337,6 +337,16 @@ impl<S: Clone + Send + Sync + 'static> SecureRouter<S> {
         }
     }
 
+    /// Counts, for every full path, how many routers (this one and the nested ones) declare it.
+    fn collect_paths(&self, prefix: &str, out: &mut BTreeMap<String, usize>) {
+        for path in self.routes.keys() {
+            *out.entry(join_paths(prefix, path)).or_default() += 1;
+        }
+        for (nested_prefix, router) in &self.nested {
+            router.collect_paths(&join_paths(prefix, nested_prefix), out);
+        }
+    }
+
     fn into_axum(self) -> Router<S> {
         let mut router = Router::new();
         for (path, methods) in self.routes {
@@ -353,6 +363,16 @@ impl<S: Clone + Send + Sync + 'static> SecureRouter<S> {
     pub fn into_router(self) -> Result<Router<S>, ConfigError> {
         let mut errors = Vec::new();
         self.collect_errors(&mut errors);
+        // axum cannot combine one path's methods across nested routers (it panics), so a path
+        // declared in several places is a declaration error, like a method declared twice.
+        let mut paths = BTreeMap::new();
+        self.collect_paths("", &mut paths);
+        errors.extend(
+            paths
+                .into_iter()
+                .filter(|(_, count)| *count > 1)
+                .map(|(path, _)| format!("{path} declared by more than one (nested) router")),
+        );
         if !errors.is_empty() {
             return Err(ConfigError::new(format!(
                 "invalid routes: {}",

@@ -954,7 +954,7 @@ mod tests {
         }
         fn unknown_kid<'a>(&'a self, _kid: &'a str) -> futures_util::future::BoxFuture<'a, bool> {
             self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let next = self.next.lock().unwrap().take();
+            let next = self.next.lock().ok().and_then(|mut next| next.take());
             Box::pin(async move {
                 match next {
                     Some(key) => {

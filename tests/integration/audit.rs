@@ -1,0 +1,251 @@
+//! The audit trail: one event per request on `portcullis::audit`, with the private detail the
+//! client never sees, and never the token.
+//!
+//! Events are captured with a JSON `fmt` layer writing into memory, installed for the duration
+//! of one test only (`tracing::subscriber::with_default`, never a global subscriber). Each test
+//! drives the app on a current-thread runtime inside that scope, so every event of the test is
+//! written on the thread the subscriber is installed on.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http::Method;
+use portcullis::audit::TARGET;
+use serde_json::{Value, json};
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::support::{
+    self, Refusal, check_refusal, check_success, claims, leaked_piece, request, send, token,
+    unix_now, with_peer,
+};
+
+/// Appends everything written to a shared buffer.
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .expect("capture buffer")
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `future` on a current-thread runtime with a JSON subscriber capturing every event (all
+/// targets, all levels); returns its output and the captured text.
+pub(crate) fn captured<F: Future>(future: F) -> (F::Output, String) {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let buffer = buffer.clone();
+        move || Capture(buffer.clone())
+    };
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(writer),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let output = tracing::subscriber::with_default(subscriber, || {
+        // Other tests run in parallel without a subscriber; if one of them registered the audit
+        // callsites while this dispatcher was being installed, their cached interest may not
+        // include it yet. Recompute it now that the dispatcher is in place.
+        tracing::callsite::rebuild_interest_cache();
+        runtime.block_on(future)
+    });
+    let text = String::from_utf8(buffer.lock().expect("capture buffer").clone())
+        .expect("JSON lines are UTF-8");
+    (output, text)
+}
+
+/// The captured audit events (target `portcullis::audit`).
+pub(crate) fn audit_events(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("one JSON object per line"))
+        .filter(|event| event["target"] == TARGET)
+        .collect()
+}
+
+/// The one audit event carrying `request_id`.
+fn event_for<'a>(events: &'a [Value], request_id: &str) -> &'a Value {
+    let matching: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["request_id"] == request_id)
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "exactly one audit event for request {request_id}: {matching:?}"
+    );
+    matching[0]
+}
+
+fn request_id(parts: &http::response::Parts) -> String {
+    parts.headers["x-request-id"]
+        .to_str()
+        .expect("ASCII request id")
+        .to_owned()
+}
+
+/// Asserts that no captured line holds the token or any 20-character piece of it.
+fn assert_no_token(text: &str, tokens: &[&str]) {
+    for token in tokens {
+        assert!(
+            leaked_piece(text, token).is_none(),
+            "the audit output contains credential material: {text}"
+        );
+    }
+}
+
+const PEER: ([u8; 4], u16) = ([127, 0, 0, 1], 40_001);
+
+#[test]
+fn invalid_token_is_one_authn_failure_event_with_the_private_reason() {
+    let now = unix_now();
+    let mut expired = claims("user-admin", &["admin"]);
+    expired["iat"] = json!(now - 7200);
+    expired["exp"] = json!(now - 3600);
+    let token = support::KEYS.signing.mint(&expired);
+
+    let ((parts, body), text) = captured(async {
+        let app = support::demo_app();
+        let req = with_peer(
+            request(&Method::GET, "/api/documents/7", &[&token]),
+            SocketAddr::from(PEER),
+        );
+        send(&app, req).await
+    });
+    check_refusal(&parts, &body, Refusal::InvalidToken, &[&token]).unwrap();
+
+    let events = audit_events(&text);
+    assert_eq!(events.len(), 1, "one request, one audit event: {events:?}");
+    let event = event_for(&events, &request_id(&parts));
+    assert_eq!(event["event"], "authn.failure");
+    assert_eq!(event["kind"], "invalid_credential");
+    assert_eq!(event["level"], "WARN");
+    assert_eq!(event["method"], "GET");
+    assert_eq!(event["status"], 401);
+    assert_eq!(event["client_ip"], "127.0.0.1");
+    assert_eq!(event["path"], "/api/documents/7");
+    let reason = event["reason"].as_str().expect("reason");
+    assert!(reason.contains("expired"), "private reason: {reason}");
+    // Refused before routing and before any principal existed.
+    assert!(event.get("route").is_none(), "{event}");
+    assert!(event.get("subject").is_none(), "{event}");
+    assert_no_token(&text, &[&token]);
+}
+
+#[test]
+fn forbidden_request_names_the_subject_the_route_template_and_the_policy() {
+    let token = token("user-reader", &["reader"]);
+    let ((parts, body), text) = captured(async {
+        let app = support::demo_app();
+        let req = with_peer(
+            request(&Method::DELETE, "/api/documents/7", &[&token]),
+            SocketAddr::from(PEER),
+        );
+        send(&app, req).await
+    });
+    check_refusal(&parts, &body, Refusal::Forbidden, &[&token]).unwrap();
+
+    let events = audit_events(&text);
+    assert_eq!(events.len(), 1, "one request, one audit event: {events:?}");
+    let event = event_for(&events, &request_id(&parts));
+    assert_eq!(event["event"], "authz.deny");
+    assert_eq!(event["kind"], "forbidden");
+    assert_eq!(event["method"], "DELETE");
+    assert_eq!(event["status"], 403);
+    assert_eq!(event["client_ip"], "127.0.0.1");
+    assert_eq!(event["subject"], "user-reader");
+    assert_eq!(event["auth_method"], "jwt");
+    assert_eq!(
+        event["route"], "/api/documents/{id}",
+        "the template, not the raw path"
+    );
+    assert_eq!(event["policy"], "has_role(admin)");
+    let reason = event["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("has_role(admin)"),
+        "private reason: {reason}"
+    );
+    assert_no_token(&text, &[&token]);
+}
+
+#[test]
+fn every_request_is_audited_exactly_once() {
+    let reader = token("user-reader", &["reader"]);
+    let admin = token("user-admin", &["admin"]);
+    let ((anonymous, two_headers, allowed), text) = captured(async {
+        let app = support::demo_app();
+        // No ConnectInfo on these: the event then has no client address.
+        let anonymous = send(&app, request(&Method::GET, "/api/me", &[])).await;
+        let two_headers = send(
+            &app,
+            request(&Method::GET, "/health", &[reader.as_str(), admin.as_str()]),
+        )
+        .await;
+        let allowed = send(
+            &app,
+            with_peer(
+                request(&Method::GET, "/api/documents/3", &[&reader]),
+                SocketAddr::from(PEER),
+            ),
+        )
+        .await;
+        (anonymous, two_headers, allowed)
+    });
+    check_refusal(&anonymous.0, &anonymous.1, Refusal::MissingCredential, &[]).unwrap();
+    check_refusal(
+        &two_headers.0,
+        &two_headers.1,
+        Refusal::InvalidRequest,
+        &[&reader, &admin],
+    )
+    .unwrap();
+    check_success(&allowed.0, &allowed.1, http::StatusCode::OK).unwrap();
+
+    let events = audit_events(&text);
+    assert_eq!(events.len(), 3, "three requests, three events: {events:?}");
+
+    let event = event_for(&events, &request_id(&anonymous.0));
+    assert_eq!(event["event"], "authz.deny");
+    assert_eq!(event["kind"], "missing_credential");
+    assert_eq!(event["route"], "/api/me");
+    assert_eq!(event["status"], 401);
+    assert!(event.get("client_ip").is_none(), "{event}");
+    assert!(event.get("subject").is_none(), "{event}");
+
+    let event = event_for(&events, &request_id(&two_headers.0));
+    assert_eq!(event["event"], "authn.failure");
+    assert_eq!(event["kind"], "invalid_credential_request");
+    assert_eq!(event["status"], 400);
+    assert!(
+        event["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("more than one")),
+        "{event}"
+    );
+
+    let event = event_for(&events, &request_id(&allowed.0));
+    assert_eq!(event["event"], "request.completed");
+    assert_eq!(event["level"], "INFO");
+    assert_eq!(event["status"], 200);
+    assert_eq!(event["subject"], "user-reader");
+    assert_eq!(event["route"], "/api/documents/{id}");
+    assert_eq!(event["client_ip"], "127.0.0.1");
+    assert!(event.get("kind").is_none(), "{event}");
+    assert!(event.get("reason").is_none(), "{event}");
+
+    assert_no_token(&text, &[&reader, &admin]);
+}
