@@ -213,6 +213,7 @@ pub(crate) fn authorize<B, ResBody: Default>(
             .and_then(|c| c.client_ip),
         rbac: &config.rbac,
         clock: &*config.clock,
+        resource: None,
     };
     match policy.evaluate(&ctx) {
         Decision::Allow => Ok((req, MatchedRoute(route))),

@@ -38,6 +38,7 @@
 //! assert_eq!(policy.describe(), "all_of(has_role(reader), not(has_scope(read-only)))");
 //! ```
 
+pub mod abac;
 pub mod guard;
 
 use std::borrow::Cow;
@@ -256,6 +257,8 @@ pub struct PolicyContext<'a> {
     pub rbac: &'a Rbac,
     /// The time source.
     pub clock: &'a dyn Clock,
+    /// Attributes of the resource being accessed, when a handler authorizes a loaded resource.
+    pub resource: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl<'a> PolicyContext<'a> {
@@ -269,7 +272,16 @@ impl<'a> PolicyContext<'a> {
             client_ip: None,
             rbac: &EMPTY_RBAC,
             clock: &SYSTEM_CLOCK,
+            resource: None,
         }
+    }
+    /// Sets the resource attributes.
+    pub fn with_resource(
+        mut self,
+        resource: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    ) -> Self {
+        self.resource = resource;
+        self
     }
     /// Sets the principal.
     pub fn with_principal(mut self, principal: Option<&'a Principal>) -> Self {
