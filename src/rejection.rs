@@ -281,6 +281,7 @@ struct Inner {
     retry_after: Option<Duration>,
     allow: Option<HeaderValue>,
     policy_id: Option<Arc<str>>,
+    decision_id: Option<Arc<str>>,
 }
 
 /// A refused request: what the client is told (fixed per kind) and what the audit log is told
@@ -304,6 +305,7 @@ impl Rejection {
                 retry_after: None,
                 allow: None,
                 policy_id: None,
+                decision_id: None,
             }),
         }
     }
@@ -355,6 +357,17 @@ impl Rejection {
         self
     }
 
+    /// Records the id of the authorization decision that refused; it is shown to the client
+    /// (as `decision_id` in the problem body) so an operator can find the decision record.
+    pub fn with_decision_id(mut self, decision_id: impl Into<Arc<str>>) -> Self {
+        self.inner.decision_id = Some(decision_id.into());
+        self
+    }
+    /// The id of the authorization decision that refused, when one did.
+    pub fn decision_id(&self) -> Option<&str> {
+        self.inner.decision_id.as_deref()
+    }
+
     /// The kind.
     pub fn kind(&self) -> RejectionKind {
         self.inner.kind
@@ -386,6 +399,7 @@ impl Rejection {
             status: kind.status().as_u16(),
             detail: kind.public_detail(),
             request_id,
+            decision_id: self.inner.decision_id.as_deref(),
         };
         // Serializing a struct of strings and integers cannot fail.
         let body = serde_json::to_vec(&problem).unwrap_or_default();
@@ -458,6 +472,8 @@ struct Problem<'a> {
     detail: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision_id: Option<&'a str>,
 }
 
 impl fmt::Debug for Rejection {

@@ -55,7 +55,7 @@ pub enum Operand {
     Tenant,
     /// A path parameter by name.
     Param(String),
-    /// A resource attribute by dotted path (set by [`authorize`](super::authorize)).
+    /// A resource attribute by dotted path (set by [`ResourcePolicies::authorize`](super::ResourcePolicies::authorize)).
     Resource(String),
     /// The request method.
     Method,

@@ -16,17 +16,20 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::decision::DecisionRecord;
 use super::{Decision, DenyCode, Policy, PolicyContext, Rbac, SharedPolicy};
 use crate::clock::{SharedClock, SystemClock};
-use crate::context::{MatchedRoute, RequestContext};
+use crate::context::{MatchedRoute, RequestContext, RequestId};
 use crate::principal::Principal;
 use crate::rejection::{Rejection, RejectionKind, is_grpc};
 
@@ -35,6 +38,8 @@ use crate::rejection::{Rejection, RejectionKind, is_grpc};
 pub struct AuthzConfig {
     rbac: Arc<Rbac>,
     clock: SharedClock,
+    allow_sample_every: u32,
+    allow_counter: Arc<AtomicU64>,
 }
 
 impl Default for AuthzConfig {
@@ -49,6 +54,20 @@ impl AuthzConfig {
         Self {
             rbac: Arc::new(rbac),
             clock: Arc::new(SystemClock),
+            allow_sample_every: DEFAULT_ALLOW_SAMPLE_EVERY,
+            allow_counter: Arc::new(AtomicU64::new(0)),
+        }
+    }
+    /// Records one allow decision in `every` (default 100; 1 records all, 0 none). Denials are
+    /// always recorded.
+    pub fn with_allow_sampling(mut self, every: u32) -> Self {
+        self.allow_sample_every = every;
+        self
+    }
+    fn sample_allow(&self) -> bool {
+        match self.allow_sample_every {
+            0 => false,
+            every => self.allow_counter.fetch_add(1, Ordering::Relaxed) % u64::from(every) == 0,
         }
     }
     /// Replaces the clock.
@@ -61,6 +80,8 @@ impl AuthzConfig {
         &self.rbac
     }
 }
+
+const DEFAULT_ALLOW_SAMPLE_EVERY: u32 = 100;
 
 static DEFAULT_CONFIG: LazyLock<Arc<AuthzConfig>> =
     LazyLock::new(|| Arc::new(AuthzConfig::default()));
@@ -215,9 +236,47 @@ pub(crate) fn authorize<B, ResBody: Default>(
         clock: &*config.clock,
         resource: None,
     };
-    match policy.evaluate(&ctx) {
-        Decision::Allow => Ok((req, MatchedRoute(route))),
+    let started = Instant::now();
+    let decision = policy.evaluate(&ctx);
+    let evaluation = started.elapsed();
+    let request_id = req
+        .extensions()
+        .get::<RequestContext>()
+        .map(|c| c.request_id);
+    match decision {
+        Decision::Allow => {
+            if config.sample_allow() {
+                DecisionRecord {
+                    decision_id: RequestId::generate().as_str(),
+                    allowed: true,
+                    policy_id: policy.id(),
+                    reason_code: None,
+                    reason: None,
+                    evaluation,
+                    method: ctx.method.as_str(),
+                    route: &route,
+                    subject: ctx.principal.map(Principal::subject),
+                    request_id: request_id.as_ref().map(RequestId::as_str),
+                }
+                .emit();
+            }
+            Ok((req, MatchedRoute(route)))
+        }
         Decision::Deny(denial) => {
+            let decision_id = RequestId::generate();
+            DecisionRecord {
+                decision_id: decision_id.as_str(),
+                allowed: false,
+                policy_id: &denial.policy_id,
+                reason_code: Some(denial.code),
+                reason: Some(&denial.reason),
+                evaluation,
+                method: ctx.method.as_str(),
+                route: &route,
+                subject: ctx.principal.map(Principal::subject),
+                request_id: request_id.as_ref().map(RequestId::as_str),
+            }
+            .emit();
             let detail = format!(
                 "policy {} denied {} {}: {} ({})",
                 denial.policy_id,
@@ -232,7 +291,8 @@ pub(crate) fn authorize<B, ResBody: Default>(
                 }
                 _ => Rejection::forbidden(detail),
             }
-            .with_policy_id(denial.policy_id);
+            .with_policy_id(denial.policy_id)
+            .with_decision_id(decision_id.as_str());
             let mut response: Response<ResBody> = rejection.into_deferred_response();
             response.extensions_mut().insert(MatchedRoute(route));
             Err(response)

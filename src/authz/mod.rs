@@ -39,7 +39,10 @@
 //! ```
 
 pub mod abac;
+pub mod decision;
 pub mod guard;
+mod resource;
+pub mod shadow;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -53,7 +56,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
 use crate::principal::Principal;
 
-pub use guard::{PolicyGuard, PolicyGuardLayer};
+pub use guard::{AuthzConfig, PolicyGuard, PolicyGuardLayer};
+pub use resource::{Authorized, Resource, ResourcePolicies};
 
 /// Why a policy denied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
