@@ -39,6 +39,8 @@
 //! ```
 
 pub mod abac;
+#[cfg(feature = "config")]
+pub mod config;
 pub mod decision;
 pub mod guard;
 mod resource;
