@@ -363,6 +363,12 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
             // Keep the extensions (principal, route, the rejection itself) for outer layers.
             rendered_parts.extensions = std::mem::take(&mut parts.extensions);
             rendered_parts.extensions.insert(rejection.clone());
+            // Keep the IETF rate-limit headers a limiter attached to its refusal.
+            for name in crate::ratelimit::REFUSAL_HEADERS {
+                for value in parts.headers.get_all(name) {
+                    rendered_parts.headers.append(name, value.clone());
+                }
+            }
             drop(body);
             Response::from_parts(rendered_parts, SecureBody::fixed(bytes))
         }

@@ -45,6 +45,7 @@ pub mod clock;
 pub mod context;
 mod error;
 pub mod principal;
+pub mod ratelimit;
 pub mod rejection;
 pub mod routing;
 mod security;
