@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
@@ -19,6 +19,9 @@ use axum::response::IntoResponse;
 use axum::{Json, Router};
 use portcullis::Security;
 use portcullis::authn::jwt::JwtAuthenticator;
+use portcullis::authn::revocation::{
+    MemoryRevocationStore, RedisRevocationStore, Revocation, RevocationErrorKind,
+};
 use portcullis::authz::{Rbac, authenticated, has_role, public};
 use portcullis::principal::Principal;
 use portcullis::rejection::{Rejection, RejectionKind};
@@ -43,6 +46,7 @@ struct AppState {
     documents: Arc<RwLock<BTreeMap<u64, Document>>>,
     report: Arc<RouteReport>,
     jwks: Arc<Value>,
+    revocation: Revocation,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +129,44 @@ async fn delete_document(
         .ok_or_else(Rejection::not_found)
 }
 
+/// `{"jti": "...", "exp": 1700000000}`; `exp` (the token's expiry, Unix seconds) is optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeToken {
+    jti: String,
+    #[serde(default)]
+    exp: Option<u64>,
+}
+
+/// Revokes one token by its `jti`; from then on it gets 401.
+///
+/// Look-up is by `jti` only, so the token's expiry is not known here: with `exp` in the body the
+/// entry is kept until then, without it for the authenticator's maximum token lifetime (24 h),
+/// which outlives any token still accepted; either way plus a 5-minute margin for clock skew.
+async fn revoke_token(
+    State(state): State<AppState>,
+    Json(request): Json<RevokeToken>,
+) -> Result<axum::response::Response, Rejection> {
+    let exp = request
+        .exp
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
+    match state.revocation.revoke_jti(&request.jti, exp).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(e) if e.kind() == RevocationErrorKind::InvalidInput => Err(Rejection::new(
+            RejectionKind::ValidationFailed,
+            "jti must be 1..=1024 bytes",
+        )),
+        Err(e) => {
+            tracing::error!(target: "secure_api", error = %e, "revocation not stored");
+            Ok((
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "revocation store unavailable"})),
+            )
+                .into_response())
+        }
+    }
+}
+
 async fn routes_report(State(state): State<AppState>) -> Json<RouteReport> {
     Json((*state.report).clone())
 }
@@ -148,6 +190,7 @@ fn routes() -> SecureRouter<AppState> {
             "/api/documents/{id}",
             get(read_document, has_role("reader")).delete(delete_document, has_role("admin")),
         )
+        .route("/api/tokens/revoke", post(revoke_token, has_role("admin")))
         .route("/admin/routes", get(routes_report, has_role("admin")))
 }
 
@@ -185,6 +228,32 @@ fn init_audit_log() {
 
 use tracing_subscriber::Layer as _;
 
+/// The revocation store: Redis when `REDIS_URL` is set (shared by every replica), otherwise in
+/// memory. A Redis that does not answer yet is reported, not fatal: tokens are refused (fail
+/// closed) until it does.
+async fn revocation_from_env() -> Result<Revocation, Box<dyn std::error::Error>> {
+    let revocation = match std::env::var_os("REDIS_URL") {
+        Some(_) => {
+            let store = RedisRevocationStore::builder_from_env()
+                .key_prefix("portcullis-demo:revoked:")
+                .build()?;
+            match store.ping().await {
+                Ok(()) => eprintln!("revocation: Redis at {}", store.endpoint()),
+                Err(e) => eprintln!(
+                    "revocation: Redis at {} is not answering ({e}); tokens are refused until it does",
+                    store.endpoint()
+                ),
+            }
+            Revocation::builder(store).build()?
+        }
+        None => {
+            eprintln!("revocation: in memory (set REDIS_URL to share it between replicas)");
+            Revocation::builder(MemoryRevocationStore::new()).build()?
+        }
+    };
+    Ok(revocation)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_audit_log();
@@ -198,6 +267,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("PORTCULLIS_ISSUER (OIDC discovery) is not supported by this build yet; unset it to run in dev mode".into());
     }
 
+    let revocation = revocation_from_env().await?;
+
     // Dev mode: an ephemeral key, tokens printed below.
     let issuer = format!("http://{addr}");
     let key = TestKey::ed25519("dev-ed25519");
@@ -206,6 +277,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .audience(audience.clone())
         .roles_claim(roles_claim.clone())
         .key(key.verification_key())
+        .revocation(Arc::new(revocation.clone()))
         .build()?;
 
     let report = routes().report();
@@ -221,6 +293,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )]))),
         report: Arc::new(report),
         jwks: Arc::new(serde_json::from_str(&jwks_json(&[&key]))?),
+        revocation,
     };
     let security = Security::builder().authenticator(jwt).build()?;
     let app: Router = routes()
@@ -257,6 +330,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "curl -H \"Authorization: Bearer ${}_TOKEN\" http://{addr}/api/me",
             name.to_uppercase()
         );
+        if name == "reader" {
+            eprintln!(
+                "revoke it: curl -X POST -H \"Authorization: Bearer $ADMIN_TOKEN\" -H 'content-type: application/json' -d '{{\"jti\": \"{}\"}}' http://{addr}/api/tokens/revoke",
+                claims["jti"].as_str().unwrap_or_default()
+            );
+        }
     }
     axum::serve(
         listener,

@@ -57,6 +57,7 @@ use tower_service::Service;
 use crate::audit::{AuditRecord, truncate};
 use crate::body::SecureBody;
 use crate::client_ip::ClientIpResolver;
+use crate::error::ConfigError;
 use crate::principal::Principal;
 use crate::rejection::{Rejection, RejectionKind, is_grpc};
 
@@ -186,6 +187,7 @@ fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
 pub struct RequestContextLayer {
     normalize_framework_rejections: bool,
     client_ip: Option<Arc<ClientIpResolver>>,
+    resource_metadata: Option<HeaderValue>,
 }
 
 impl Default for RequestContextLayer {
@@ -200,6 +202,7 @@ impl RequestContextLayer {
         Self {
             normalize_framework_rejections: true,
             client_ip: None,
+            resource_metadata: None,
         }
     }
 
@@ -209,6 +212,30 @@ impl RequestContextLayer {
     pub fn with_client_ip_resolver(mut self, resolver: ClientIpResolver) -> Self {
         self.client_ip = Some(Arc::new(resolver));
         self
+    }
+
+    /// Adds `resource_metadata="<url>"` (RFC 9728 §5.1) to the `WWW-Authenticate` challenge of
+    /// every 401, pointing clients at this resource's protected-resource metadata (see
+    /// [`ProtectedResourceMetadata::metadata_url`](crate::authn::protected_resource::ProtectedResourceMetadata::metadata_url)).
+    ///
+    /// Default: no parameter. The URL is checked here: `https` (or `http` on a loopback host),
+    /// a host, no user info, query or fragment, printable ASCII without quotes or backslashes.
+    ///
+    /// ```
+    /// use portcullis::context::RequestContextLayer;
+    ///
+    /// let layer = RequestContextLayer::new()
+    ///     .with_resource_metadata("https://api.example.com/.well-known/oauth-protected-resource")
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// assert!(RequestContextLayer::new().with_resource_metadata("https://x/\"y").is_err());
+    /// ```
+    pub fn with_resource_metadata(mut self, url: &str) -> Result<Self, ConfigError> {
+        crate::authn::protected_resource::check_url("resource metadata URL", url)?;
+        let value = HeaderValue::from_str(&format!("resource_metadata=\"{url}\""))
+            .map_err(|_| ConfigError::new("resource metadata URL is not a valid header value"))?;
+        self.resource_metadata = Some(value);
+        Ok(self)
     }
 
     /// Leaves plain-text 4xx responses that carry no [`Rejection`] untouched.
@@ -229,6 +256,7 @@ impl<S> Layer<S> for RequestContextLayer {
             inner,
             normalize: self.normalize_framework_rejections,
             client_ip: self.client_ip.clone(),
+            resource_metadata: self.resource_metadata.clone(),
         }
     }
 }
@@ -239,6 +267,7 @@ pub struct RequestContextService<S> {
     inner: S,
     normalize: bool,
     client_ip: Option<Arc<ClientIpResolver>>,
+    resource_metadata: Option<HeaderValue>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestContextService<S>
@@ -268,6 +297,7 @@ where
             path: truncate(req.uri().path(), 256).to_owned(),
             context: context.clone(),
             normalize: self.normalize,
+            resource_metadata: self.resource_metadata.clone(),
         };
         req.extensions_mut().insert(context);
         ResponseFuture {
@@ -282,6 +312,7 @@ struct EdgeState {
     path: String,
     context: RequestContext,
     normalize: bool,
+    resource_metadata: Option<HeaderValue>,
 }
 
 pin_project! {
@@ -374,6 +405,11 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
         }
         None => Response::from_parts(parts, SecureBody::inner(body)),
     };
+    if let (Some(parameter), Some(_)) = (&state.resource_metadata, &rejection) {
+        if response.status() == StatusCode::UNAUTHORIZED {
+            add_resource_metadata(response.headers_mut(), parameter);
+        }
+    }
     if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
@@ -407,9 +443,92 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
     response
 }
 
+/// Appends the `resource_metadata` parameter to the Bearer challenge.
+fn add_resource_metadata(headers: &mut http::HeaderMap, parameter: &HeaderValue) {
+    let Some(challenge) = headers.get(header::WWW_AUTHENTICATE) else {
+        return;
+    };
+    let mut value = challenge.as_bytes().to_vec();
+    // A bare scheme takes its first parameter after a space, later ones after a comma.
+    value.extend_from_slice(if value.contains(&b' ') { b", " } else { b" " });
+    value.extend_from_slice(parameter.as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&value) {
+        headers.insert(header::WWW_AUTHENTICATE, value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn resource_metadata_is_added_to_401_challenges_only() {
+        use tower::{ServiceExt, service_fn};
+
+        const URL: &str = "https://api.example.com/.well-known/oauth-protected-resource";
+        let refuse = |rejection: Rejection| {
+            RequestContextLayer::new()
+                .with_resource_metadata(URL)
+                .unwrap()
+                .layer(service_fn(move |_req: Request<String>| {
+                    let rejection = rejection.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            rejection.into_deferred_response::<String>(),
+                        )
+                    }
+                }))
+        };
+        let challenge = |rejection: Rejection| async move {
+            let response = refuse(rejection)
+                .oneshot(Request::new(String::new()))
+                .await
+                .unwrap();
+            response
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            challenge(Rejection::missing_credential()).await.unwrap(),
+            format!("Bearer resource_metadata=\"{URL}\"")
+        );
+        assert_eq!(
+            challenge(Rejection::invalid_credential("x")).await.unwrap(),
+            format!(
+                "Bearer error=\"invalid_token\", error_description=\"The access token is invalid or expired\", resource_metadata=\"{URL}\""
+            )
+        );
+        let forbidden = challenge(Rejection::forbidden("x")).await.unwrap();
+        assert!(!forbidden.contains("resource_metadata"), "{forbidden}");
+        assert_eq!(challenge(Rejection::not_found()).await, None);
+        // Without the option, nothing changes.
+        let plain = RequestContextLayer::new()
+            .layer(service_fn(|_req: Request<String>| async {
+                Ok::<_, std::convert::Infallible>(
+                    Rejection::missing_credential().into_deferred_response::<String>(),
+                )
+            }))
+            .oneshot(Request::new(String::new()))
+            .await
+            .unwrap();
+        assert_eq!(plain.headers()[header::WWW_AUTHENTICATE], "Bearer");
+
+        for bad in [
+            "https://api.example.com/\"x",
+            "https://api.example.com/\r\nx",
+            "http://api.example.com/meta",
+            "https://api.example.com/#frag",
+            "not a url",
+        ] {
+            assert!(
+                RequestContextLayer::new()
+                    .with_resource_metadata(bad)
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn resolved_client_ip_reaches_inner_layers() {

@@ -24,6 +24,7 @@
 //! | `axum` | yes | extractors, `routing::SecureRouter` |
 //! | `jwt` | yes | [`authn::jwt`]: JWT verification from static keys (aws-lc-rs) |
 //! | `tonic` | no | reads tonic's connection info for client addresses |
+//! | `redis` | no | [`authn::revocation::RedisRevocationStore`]: token revocation shared through Redis |
 //! | `testing` | no | [`testing`]: key generation and token minting for tests |
 //! | `full` | no | all of the above |
 //!

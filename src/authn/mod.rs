@@ -66,8 +66,16 @@
 //! ([`SecureRouter`](crate::routing::SecureRouter) or your own policy check) anonymous requests
 //! pass straight through.
 
+#[cfg(feature = "oidc")]
+pub mod introspection;
 #[cfg(feature = "jwt")]
 pub mod jwt;
+pub mod protected_resource;
+pub mod revocation;
+
+#[cfg(feature = "redis")]
+pub use revocation::RedisRevocationStore;
+pub use revocation::{MemoryRevocationStore, Revocation, RevocationStore};
 
 use std::fmt;
 use std::future::Future;
