@@ -11,6 +11,9 @@
 //! | field | meaning |
 //! |---|---|
 //! | `event` | `authn.failure`, `authz.deny`, `request.rejected`, `ratelimit.limited`, `lockout.locked`, `request.completed` |
+//!
+//! Authorization decisions additionally write their own `authz.decision` records (see
+//! [`authz::decision`](crate::authz::decision)).
 //! | `request_id` | the id also returned in `x-request-id` and in problem bodies |
 //! | `method` | HTTP method |
 //! | `route` | matched route template (`/documents/{id}`), when routing happened |
@@ -20,6 +23,7 @@
 //! | `status` | HTTP status sent (200 for gRPC; see `grpc_status`) |
 //! | `grpc_status` | gRPC status for gRPC refusals |
 //! | `kind`, `reason`, `policy` | refusals only: the rejection kind, the private detail, the deciding policy |
+//! | `decision_id` | refusals by a policy: links to the `authz.decision` record and the problem body |
 //! | `duration_us` | time spent in the stack |
 //!
 //! No field can hold a credential: the query string is dropped, headers are never recorded, and
@@ -46,6 +50,7 @@ pub(crate) struct AuditRecord<'a> {
     pub(crate) kind: Option<&'a str>,
     pub(crate) reason: Option<&'a str>,
     pub(crate) policy: Option<&'a str>,
+    pub(crate) decision_id: Option<&'a str>,
     pub(crate) duration_us: u64,
 }
 
@@ -69,6 +74,7 @@ impl AuditRecord<'_> {
                     kind = self.kind,
                     reason = self.reason,
                     policy = self.policy,
+                    decision_id = self.decision_id,
                     duration_us = self.duration_us,
                 )
             };

@@ -437,6 +437,7 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
         kind: rejection.as_ref().map(|r| r.kind().name()),
         reason: rejection.as_ref().map(Rejection::detail),
         policy: rejection.as_ref().and_then(Rejection::policy_id),
+        decision_id: rejection.as_ref().and_then(Rejection::decision_id),
         duration_us,
     };
     record.emit();

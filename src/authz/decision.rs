@@ -2,10 +2,11 @@
 //!
 //! Each decision gets an id, the id of the policy that decided, a reason code that tells "not
 //! authenticated", "forbidden by rule" and "no rule permits" apart, and the evaluation time.
-//! Denials are always written to the audit stream (`tracing` target `portcullis::audit`, event
-//! `authz.deny`); allows are sampled (event `authz.allow`, one in
+//! Records are written to the audit stream (`tracing` target `portcullis::audit`) as events of
+//! type `authz.decision` with `allowed = true|false`: denials always, allows sampled (one in
 //! [`AuthzConfig::with_allow_sampling`](super::guard::AuthzConfig::with_allow_sampling)). The
-//! client only ever sees the decision id, in the problem body.
+//! client only ever sees the decision id, in the problem body; the request's own audit event
+//! (written once at the edge) carries the same `decision_id`, linking the two.
 
 use std::time::Duration;
 
@@ -41,11 +42,12 @@ impl DecisionRecord<'_> {
     /// Writes the record to the audit stream.
     pub fn emit(&self) {
         macro_rules! record {
-            ($level:expr, $event:expr) => {
+            ($level:expr) => {
                 tracing::event!(
                     target: "portcullis::audit",
                     $level,
-                    event = $event,
+                    event = "authz.decision",
+                    allowed = self.allowed,
                     decision_id = self.decision_id,
                     policy = self.policy_id,
                     reason_code = self.reason_code.map(DenyCode::as_str),
@@ -59,9 +61,9 @@ impl DecisionRecord<'_> {
             };
         }
         if self.allowed {
-            record!(tracing::Level::INFO, "authz.allow");
+            record!(tracing::Level::INFO);
         } else {
-            record!(tracing::Level::WARN, "authz.deny");
+            record!(tracing::Level::WARN);
         }
     }
 }

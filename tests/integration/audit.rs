@@ -70,7 +70,17 @@ pub(crate) fn captured<F: Future>(future: F) -> (F::Output, String) {
 }
 
 /// The captured audit events (target `portcullis::audit`).
+/// The per-request audit events (written once per request at the edge), without the
+/// `authz.decision` records that policies write beside them.
 pub(crate) fn audit_events(text: &str) -> Vec<Value> {
+    all_audit_events(text)
+        .into_iter()
+        .filter(|event| event["event"] != "authz.decision")
+        .collect()
+}
+
+/// Every event on the audit target, decision records included.
+pub(crate) fn all_audit_events(text: &str) -> Vec<Value> {
     text.lines()
         .map(|line| serde_json::from_str::<Value>(line).expect("one JSON object per line"))
         .filter(|event| event["target"] == TARGET)
@@ -163,6 +173,24 @@ fn forbidden_request_names_the_subject_the_route_template_and_the_policy() {
     assert_eq!(events.len(), 1, "one request, one audit event: {events:?}");
     let event = event_for(&events, &request_id(&parts));
     assert_eq!(event["event"], "authz.deny");
+    // The policy's decision record is written beside it, linked by the decision id that the
+    // client also sees in the problem body.
+    let problem: Value = serde_json::from_slice(&body).unwrap();
+    let decision_id = problem["decision_id"]
+        .as_str()
+        .expect("decision id in the body");
+    assert_eq!(event["decision_id"], decision_id);
+    let records: Vec<Value> = all_audit_events(&text)
+        .into_iter()
+        .filter(|e| e["event"] == "authz.decision")
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["decision_id"], decision_id);
+    assert_eq!(records[0]["allowed"], false);
+    assert_eq!(records[0]["reason_code"], "no_rule_permits");
+    assert_eq!(records[0]["policy"], "has_role(admin)");
+    assert_eq!(records[0]["route"], "/api/documents/{id}");
+    assert_eq!(records[0]["request_id"], request_id(&parts).as_str());
     assert_eq!(event["kind"], "forbidden");
     assert_eq!(event["method"], "DELETE");
     assert_eq!(event["status"], 403);

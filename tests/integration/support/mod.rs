@@ -437,7 +437,24 @@ pub(crate) fn check_refusal(
         }
     }
     match serde_json::from_slice::<Value>(body) {
-        Ok(doc) => {
+        Ok(mut doc) => {
+            // Refusals decided by a policy link to their decision record; nothing else may.
+            let decision_id = doc.as_object_mut().and_then(|o| o.remove("decision_id"));
+            let by_policy = matches!(expected, Refusal::Forbidden | Refusal::MissingCredential);
+            match decision_id {
+                None if matches!(expected, Refusal::Forbidden) => {
+                    problems.push("no decision_id on a policy refusal".to_owned());
+                }
+                Some(id) if !by_policy => problems.push(format!("unexpected decision_id {id}")),
+                Some(id)
+                    if !id.as_str().is_some_and(|id| {
+                        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+                    }) =>
+                {
+                    problems.push(format!("malformed decision_id {id}"));
+                }
+                _ => {}
+            }
             let want = json!({
                 "type": format!("urn:portcullis:problem:{slug}"),
                 "title": title,
