@@ -1,6 +1,11 @@
-//! Where rate-limit state lives: [`MemoryStore`] (in process, bounded).
+//! Where rate-limit state lives: [`MemoryStore`] (in process, bounded) and, with the feature
+//! `redis`, `RedisRateLimitStore` (shared by replicas).
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 pub(crate) use memory::duration_nanos;
 pub use memory::{DEFAULT_IDLE_SWEEP, DEFAULT_MAX_KEYS, MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "redis")]
+pub use redis::{FailureMode, RedisRateLimitStore, RedisRateLimitStoreBuilder};

@@ -1,0 +1,461 @@
+//! The Redis GCRA store (feature `redis`): one limit shared by every replica.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use crate::error::ConfigError;
+use crate::ratelimit::{MemoryStore, Quota, RateLimitDecision, gcra};
+
+const DEFAULT_PREFIX: &str = "portcullis:ratelimit:";
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// GCRA in one atomic step. Times in microseconds (exact in Lua's doubles until year 2255).
+/// ARGV: now, emission interval, tolerance. Returns {allowed, remaining or retry-after, reset}.
+/// The key expires when it is back to full burst, so Redis holds only keys in debt.
+const GCRA: &str = r"
+local now = tonumber(ARGV[1])
+local t = tonumber(ARGV[2])
+local tau = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if tat < now then tat = now end
+local allow_at = tat - tau
+if now < allow_at then
+  return {0, allow_at - now, tat - now}
+end
+local new_tat = tat + t
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, math.floor((now + tau - tat) / t), new_tat - now}
+";
+
+/// What a [`RedisRateLimitStore`] does when Redis does not answer within its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureMode {
+    /// Refuse the request (429). The default, and the right choice for credential endpoints
+    /// (login, token, password reset): an outage must not allow unlimited guessing.
+    FailClosed,
+    /// Fall back to a local, per-process [`MemoryStore`] with the same quota; every fallback is
+    /// counted ([`RedisRateLimitStore::fallbacks`]) and audited (`ratelimit.fallback` on target
+    /// `portcullis::audit`). Limits become per replica while Redis is away.
+    FailOpen,
+}
+
+struct Inner {
+    client: redis::Client,
+    manager: OnceCell<ConnectionManager>,
+    prefix: String,
+    timeout: Duration,
+    mode: FailureMode,
+    local: MemoryStore,
+    script: Script,
+    fallbacks: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// Rate-limit state in Redis: the same GCRA as [`MemoryStore`], run atomically by one Lua
+/// script per check (loaded once, called by SHA), so every replica pointing at the same Redis
+/// and prefix enforces one combined limit.
+///
+/// - One multiplexed [`ConnectionManager`] per store (clones share it), connected on first use.
+/// - Every call is under a timeout (default 100 ms) covering connection and reply.
+/// - Time comes from the caller (`now`), so replicas need synchronized clocks (NTP); a skew of
+///   δ shifts a client's budget by about δ / emission interval.
+/// - Keys are `<prefix><sha256(limit name, key) hex>` and expire when back to full burst, so
+///   Redis memory is bounded by the keys in debt.
+///
+/// ```
+/// use std::time::Duration;
+/// use portcullis::ratelimit::store::{FailureMode, RedisRateLimitStore};
+///
+/// let store = RedisRateLimitStore::builder("redis://127.0.0.1:6379")
+///     .key_prefix("orders-api:rl:")
+///     .timeout(Duration::from_millis(50))
+///     .failure_mode(FailureMode::FailOpen)
+///     .build()
+///     .unwrap();
+/// // No connection is made until the first check.
+/// assert_eq!(store.fallbacks(), 0);
+/// ```
+#[derive(Clone)]
+pub struct RedisRateLimitStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RedisRateLimitStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the URL: it may carry a password.
+        f.debug_struct("RedisRateLimitStore")
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .field("mode", &self.inner.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configuration of a [`RedisRateLimitStore`].
+#[must_use]
+pub struct RedisRateLimitStoreBuilder {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    mode: FailureMode,
+    local: Option<MemoryStore>,
+}
+
+impl fmt::Debug for RedisRateLimitStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRateLimitStoreBuilder")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisRateLimitStoreBuilder {
+    /// The key prefix. Default `portcullis:ratelimit:`. Services sharing a Redis but not their
+    /// limits need different prefixes. Printable ASCII without spaces, 1 to 128 bytes.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The timeout of each check (connection and reply). Default 100 ms; 1 ms to 30 s. It is
+    /// added to a request's latency when Redis hangs.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// What to do when Redis fails. Default [`FailureMode::FailClosed`].
+    pub fn failure_mode(mut self, mode: FailureMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The local store used by [`FailureMode::FailOpen`]. Default: a [`MemoryStore`] with
+    /// its default bound.
+    pub fn fallback_store(mut self, store: MemoryStore) -> Self {
+        self.local = Some(store);
+        self
+    }
+
+    /// Checks the configuration (no connection is made).
+    pub fn build(self) -> Result<RedisRateLimitStore, ConfigError> {
+        let client = redis::Client::open(self.url.as_str()).map_err(|_| {
+            ConfigError::new("the rate limit Redis URL is not a valid redis:// URL")
+        })?;
+        if self.prefix.is_empty()
+            || self.prefix.len() > 128
+            || !self.prefix.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError::new(
+                "the rate limit Redis key prefix must be 1..=128 bytes of printable ASCII without spaces",
+            ));
+        }
+        if self.timeout < Duration::from_millis(1) || self.timeout > Duration::from_secs(30) {
+            return Err(ConfigError::new(
+                "the rate limit Redis timeout must be between 1 ms and 30 s",
+            ));
+        }
+        let local = match self.local {
+            Some(local) => local,
+            None => MemoryStore::builder().build()?,
+        };
+        Ok(RedisRateLimitStore {
+            inner: Arc::new(Inner {
+                client,
+                manager: OnceCell::new(),
+                prefix: self.prefix,
+                timeout: self.timeout,
+                mode: self.mode,
+                local,
+                script: Script::new(GCRA),
+                fallbacks: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+impl RedisRateLimitStore {
+    /// Starts a configuration for the server at `url` (`redis://[user:password@]host:port/db`).
+    pub fn builder(url: impl AsRef<str>) -> RedisRateLimitStoreBuilder {
+        RedisRateLimitStoreBuilder {
+            url: url.as_ref().to_owned(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            mode: FailureMode::FailClosed,
+            local: None,
+        }
+    }
+
+    /// Spends one unit of `key`'s budget in limit `limit` under `quota` at `now`. When Redis
+    /// fails or times out, follows the [`FailureMode`]; never waits longer than the timeout.
+    pub async fn check(
+        &self,
+        limit: &str,
+        key: &str,
+        quota: &Quota,
+        now: SystemTime,
+    ) -> RateLimitDecision {
+        let redis_key = self.redis_key(limit, key);
+        match self.try_check(&redis_key, quota, now).await {
+            Ok(decision) => decision,
+            Err(reason) => {
+                self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                match self.inner.mode {
+                    FailureMode::FailClosed => {
+                        tracing::warn!(
+                            target: "portcullis::audit",
+                            event = "ratelimit.store_unavailable",
+                            reason,
+                            mode = "fail_closed",
+                            "rate limit store unavailable; refusing"
+                        );
+                        gcra::deny_all(quota)
+                    }
+                    FailureMode::FailOpen => {
+                        self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            target: "portcullis::audit",
+                            event = "ratelimit.fallback",
+                            reason,
+                            mode = "fail_open",
+                            "rate limit store unavailable; using the local limiter"
+                        );
+                        self.inner.local.check(&redis_key, quota, now)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn try_check(
+        &self,
+        redis_key: &str,
+        quota: &Quota,
+        now: SystemTime,
+    ) -> Result<RateLimitDecision, &'static str> {
+        let now_us = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let t_us = (quota.emission_nanos() / 1_000).max(1);
+        let tau_us = quota.tolerance_nanos() / 1_000;
+        let inner = &*self.inner;
+        let call = async {
+            let mut conn = self.connection().await?;
+            inner
+                .script
+                .key(redis_key)
+                .arg(now_us)
+                .arg(t_us)
+                .arg(tau_us)
+                .invoke_async::<(i64, i64, i64)>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(inner.timeout, call).await {
+            Ok(Ok((allowed, value, reset))) => {
+                let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+                Ok(if allowed == 1 {
+                    RateLimitDecision {
+                        allowed: true,
+                        remaining: u32::try_from(value).unwrap_or(0),
+                        retry_after: Duration::ZERO,
+                        reset: micros(reset),
+                    }
+                } else {
+                    RateLimitDecision {
+                        allowed: false,
+                        remaining: 0,
+                        retry_after: micros(value),
+                        reset: micros(reset),
+                    }
+                })
+            }
+            Ok(Err(_)) => Err("redis error"),
+            Err(_) => Err("redis timeout"),
+        }
+    }
+
+    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+        let inner = &*self.inner;
+        let manager = inner
+            .manager
+            .get_or_try_init(|| {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(inner.timeout))
+                    .set_response_timeout(Some(inner.timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_secs(2));
+                ConnectionManager::new_with_config(inner.client.clone(), config)
+            })
+            .await?;
+        Ok(manager.clone())
+    }
+
+    fn redis_key(&self, limit: &str, key: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(limit.as_bytes());
+        hasher.update([0u8]);
+        hasher.update(key.as_bytes());
+        let digest = hasher.finalize();
+        let mut out = String::with_capacity(self.inner.prefix.len() + 64);
+        out.push_str(&self.inner.prefix);
+        for b in digest {
+            out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+        }
+        out
+    }
+
+    /// How many checks fell back to the local limiter ([`FailureMode::FailOpen`]).
+    pub fn fallbacks(&self) -> u64 {
+        self.inner.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// How many checks Redis failed (error or timeout), in either mode.
+    pub fn failures(&self) -> u64 {
+        self.inner.failures.load(Ordering::Relaxed)
+    }
+
+    /// The failure mode.
+    pub fn failure_mode(&self) -> FailureMode {
+        self.inner.mode
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the real Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`). Without a
+    //! server these tests skip with a loud message, except under CI (`CI` set), where they fail.
+
+    use super::*;
+    use std::num::NonZeroU32;
+
+    fn redis_url() -> String {
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    async fn store(prefix: &str) -> Option<RedisRateLimitStore> {
+        let store = RedisRateLimitStore::builder(redis_url())
+            .key_prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let probe = Quota::per_second(NonZeroU32::new(1_000_000).unwrap());
+        match store.try_check("probe", &probe, SystemTime::now()).await {
+            Ok(_) => Some(store),
+            Err(error) => {
+                let message = format!("no Redis answering at {} ({error})", redis_url());
+                if std::env::var_os("CI").is_some() {
+                    panic!("CI is set and the Redis tests cannot run: {message}");
+                }
+                eprintln!("\n!!! SKIPPING Redis rate limit test: {message} !!!\n");
+                None
+            }
+        }
+    }
+
+    fn unique_prefix() -> String {
+        let mut bytes = [0u8; 8];
+        let _ = getrandom::fill(&mut bytes);
+        format!("portcullis-test:rl:{:x}:", u64::from_le_bytes(bytes))
+    }
+
+    #[tokio::test]
+    async fn two_instances_enforce_one_combined_limit() {
+        let prefix = unique_prefix();
+        let (Some(a), Some(b)) = (store(&prefix).await, store(&prefix).await) else {
+            return;
+        };
+        let quota = Quota::per_minute(NonZeroU32::new(10).unwrap());
+        let now = SystemTime::now();
+        let mut allowed = 0;
+        for i in 0..30 {
+            let store = if i % 2 == 0 { &a } else { &b };
+            if store
+                .check("api", "client-1", &quota, now)
+                .await
+                .is_allowed()
+            {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 10);
+        let refused = a.check("api", "client-1", &quota, now).await;
+        assert_eq!(refused.retry_after(), Duration::from_secs(6));
+        // Another key, and the same key in another limit, have their own budgets.
+        assert!(b.check("api", "client-2", &quota, now).await.is_allowed());
+        assert!(b.check("other", "client-1", &quota, now).await.is_allowed());
+        // A minute later, the budget has come back.
+        let later = now + Duration::from_secs(60);
+        assert!(a.check("api", "client-1", &quota, later).await.is_allowed());
+        assert_eq!(a.failures() + b.failures(), 0);
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_follows_the_failure_mode_without_hanging() {
+        let quota = Quota::per_second(NonZeroU32::new(2).unwrap());
+        let now = SystemTime::now();
+        for mode in [FailureMode::FailClosed, FailureMode::FailOpen] {
+            let store = RedisRateLimitStore::builder("redis://127.0.0.1:1")
+                .timeout(Duration::from_millis(200))
+                .failure_mode(mode)
+                .build()
+                .unwrap();
+            let started = std::time::Instant::now();
+            let decisions: Vec<bool> = {
+                let mut v = Vec::new();
+                for _ in 0..3 {
+                    v.push(
+                        store
+                            .check("login", "client", &quota, now)
+                            .await
+                            .is_allowed(),
+                    );
+                }
+                v
+            };
+            assert!(started.elapsed() < Duration::from_secs(3), "{mode:?} hung");
+            assert_eq!(store.failures(), 3);
+            match mode {
+                FailureMode::FailClosed => {
+                    assert_eq!(decisions, [false, false, false]);
+                    assert_eq!(store.fallbacks(), 0);
+                }
+                FailureMode::FailOpen => {
+                    // The local limiter still applies the quota.
+                    assert_eq!(decisions, [true, true, false]);
+                    assert_eq!(store.fallbacks(), 3);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_configuration_is_refused() {
+        assert!(RedisRateLimitStore::builder("not a url").build().is_err());
+        assert!(
+            RedisRateLimitStore::builder("redis://127.0.0.1:6379")
+                .key_prefix("has space")
+                .build()
+                .is_err()
+        );
+        assert!(
+            RedisRateLimitStore::builder("redis://127.0.0.1:6379")
+                .timeout(Duration::ZERO)
+                .build()
+                .is_err()
+        );
+    }
+}
