@@ -23,9 +23,10 @@
 //! |---|---|---|
 //! | `axum` | yes | extractors, `routing::SecureRouter` |
 //! | `jwt` | yes | [`authn::jwt`]: JWT verification from static keys (aws-lc-rs) |
+//! | `oidc` | no | remote JWKS ([`authn::jwt::RemoteJwks`]) and OpenID Connect discovery ([`authn::oidc`]), over HTTPS with rustls |
 //! | `tonic` | no | reads tonic's connection info for client addresses |
 //! | `redis` | no | [`authn::revocation::RedisRevocationStore`]: token revocation shared through Redis |
-//! | `testing` | no | [`testing`]: key generation and token minting for tests |
+//! | `testing` | no | [`testing`]: key generation, token minting and an in-process identity provider for tests (enables `axum`) |
 //! | `full` | no | all of the above |
 //!
 //! Features only add capabilities; none weakens a default.

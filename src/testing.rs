@@ -1,4 +1,5 @@
-//! Test support: keys generated at run time and tokens minted with them.
+//! Test support: keys generated at run time, tokens minted with them, and an in-process
+//! identity provider ([`TestIdp`]: discovery and JWKS on a loopback port, with faults).
 //!
 //! For tests of services built on portcullis (and for the `secure_api` example's dev mode).
 //! Keys are generated fresh with aws-lc-rs; nothing here is meant for production signing.
@@ -29,6 +30,9 @@ use serde_json::{Value, json};
 use crate::authn::jwt::VerificationKey;
 
 pub use crate::clock::ManualClock;
+
+mod idp;
+pub use self::idp::{Fault, TestIdp, jwks_json_copies};
 
 /// A signing key with its matching verification key, for tests.
 #[derive(Clone)]

@@ -50,6 +50,9 @@
 
 mod claims;
 mod keys;
+mod multi;
+#[cfg(feature = "oidc")]
+pub mod remote;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -65,6 +68,11 @@ use sha2::{Digest, Sha256};
 
 use self::claims::{ClaimPath, ClaimRules};
 pub use self::keys::{ASYMMETRIC_ALGORITHMS, VerificationKey};
+pub use self::multi::{MultiIssuer, MultiIssuerBuilder};
+#[cfg(feature = "oidc")]
+pub use self::remote::{FetchError, JwksStatus, RemoteJwks, RemoteJwksBuilder, StartupMode};
+#[cfg(feature = "oidc")]
+pub(crate) use self::remote::{display_url, fetch_bounded, http_client, parse_url};
 use crate::authn::{AuthFuture, Authenticator, bearer_token};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::ConfigError;
@@ -794,7 +802,8 @@ impl JwtAuthenticatorBuilder {
     }
 }
 
-#[cfg(all(test, feature = "testing"))]
+#[cfg(test)]
+#[cfg(feature = "testing")]
 mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
