@@ -179,6 +179,8 @@ struct Config {
     /// Role tiers in order, then the default tier last.
     tiers: Vec<Tier>,
     store: MemoryStore,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::ratelimit::store::RedisRateLimitStore>,
     clock: SharedClock,
     success_headers: bool,
     shadow: bool,
@@ -227,6 +229,8 @@ pub struct RateLimitLayerBuilder {
     key: Option<RateLimitKey>,
     tiers: Vec<(String, Quota)>,
     store: Option<MemoryStore>,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::ratelimit::store::RedisRateLimitStore>,
     clock: SharedClock,
     success_headers: bool,
     shadow: bool,
@@ -252,6 +256,8 @@ impl RateLimitLayer {
             key: None,
             tiers: Vec::new(),
             store: None,
+            #[cfg(feature = "redis")]
+            redis: None,
             clock: Arc::new(SystemClock),
             success_headers: false,
             shadow: false,
@@ -308,6 +314,17 @@ impl RateLimitLayerBuilder {
     /// The time source. Default: the system clock.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Keeps the state in Redis (feature `redis`), shared by every replica using the same
+    /// Redis and key prefix, instead of in the local [`store`](Self::store). Redis keys are
+    /// `sha256(policy name, key)`: layers on different replicas must use the same name.
+    /// When Redis fails, the store's [`FailureMode`](crate::ratelimit::store::FailureMode)
+    /// applies.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, store: crate::ratelimit::store::RedisRateLimitStore) -> Self {
+        self.redis = Some(store);
         self
     }
 
@@ -370,6 +387,8 @@ impl RateLimitLayerBuilder {
                 key,
                 tiers,
                 store,
+                #[cfg(feature = "redis")]
+                redis: self.redis,
                 clock: self.clock,
                 success_headers: self.success_headers,
                 shadow: self.shadow,
@@ -447,6 +466,32 @@ impl Config {
         Some((index, decision))
     }
 
+    /// The tier and the key as stable text (for a shared store).
+    #[cfg(feature = "redis")]
+    fn key_text(&self, parts: &Parts) -> Option<(usize, String)> {
+        let extensions = &parts.extensions;
+        let principal = extensions.get::<Principal>();
+        let index = self.tiers.iter().position(|t| match (&t.role, principal) {
+            (None, _) => true,
+            (Some(role), Some(p)) => p.has_role(role),
+            (Some(_), None) => false,
+        })?;
+        let key = match &self.key.0 {
+            KeyKind::ClientIp(resolver) => match extensions.get::<ClientIp>() {
+                Some(ClientIp(ip)) => format!("ip:{}", resolver.key(*ip)),
+                None => "ip:unknown".to_owned(),
+            },
+            KeyKind::Subject => format!("sub:{}", principal?.subject()),
+            KeyKind::ApiKeyId => match principal?.auth_method() {
+                AuthMethod::ApiKey { key_id } => format!("key:{key_id}"),
+                _ => return None,
+            },
+            KeyKind::Route => format!("route:{}", route_of(extensions).unwrap_or("")),
+            KeyKind::Custom(extract) => format!("custom:{}", extract(parts)?),
+        };
+        Some((index, key))
+    }
+
     fn state_header(
         &self,
         index: usize,
@@ -464,10 +509,57 @@ impl Config {
     }
 }
 
+enum Verdict<B> {
+    Pass(Option<(HeaderValue, HeaderValue)>),
+    Refuse(Response<B>),
+}
+
+impl Config {
+    /// Counts, audits and turns a check's outcome into what to do with the request.
+    fn verdict<B: Default>(&self, outcome: Option<(usize, RateLimitDecision)>) -> Verdict<B> {
+        let Some((index, decision)) = outcome else {
+            return Verdict::Pass(None);
+        };
+        if decision.is_allowed() {
+            self.counters.allowed.fetch_add(1, Ordering::Relaxed);
+            return Verdict::Pass(if self.success_headers {
+                self.state_header(index, &decision)
+            } else {
+                None
+            });
+        }
+        let label = self.tiers.get(index).map_or("", |t| t.label.as_str());
+        if self.shadow {
+            self.counters.shadow_limited.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                target: "portcullis::audit",
+                event = "ratelimit.shadow",
+                limit = label,
+                retry_after_ms = u64::try_from(decision.retry_after().as_millis()).unwrap_or(u64::MAX),
+                "rate limit would refuse (shadow mode)"
+            );
+            return Verdict::Pass(None);
+        }
+        self.counters.limited.fetch_add(1, Ordering::Relaxed);
+        let mut response = Rejection::new(
+            RejectionKind::RateLimited,
+            format!("rate limit {label} exceeded"),
+        )
+        .with_retry_after(decision.retry_after())
+        .into_deferred_response::<B>();
+        if let Some((policy, state)) = self.state_header(index, &decision) {
+            append(response.headers_mut(), policy, state);
+        }
+        Verdict::Refuse(response)
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Default,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -478,6 +570,10 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = self.config.redis.clone() {
+            return self.call_redis(redis, req);
+        }
         let config = &*self.config;
         let (outcome, req) = if matches!(config.key.0, KeyKind::Custom(_)) {
             let (parts, body) = req.into_parts();
@@ -486,53 +582,62 @@ where
         } else {
             (config.check(req.extensions(), None), req)
         };
-        let Some((index, decision)) = outcome else {
-            return ResponseFuture::new(State::Inner {
-                future: self.inner.call(req),
-                headers: None,
-            });
-        };
-        if decision.is_allowed() {
-            config.counters.allowed.fetch_add(1, Ordering::Relaxed);
-            let headers = if config.success_headers {
-                config.state_header(index, &decision)
-            } else {
-                None
-            };
-            return ResponseFuture::new(State::Inner {
+        match config.verdict(outcome) {
+            Verdict::Pass(headers) => ResponseFuture::new(State::Inner {
                 future: self.inner.call(req),
                 headers,
-            });
+            }),
+            Verdict::Refuse(response) => ResponseFuture::refused(response),
         }
-        let label = config.tiers.get(index).map_or("", |t| t.label.as_str());
-        if config.shadow {
-            config
-                .counters
-                .shadow_limited
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                target: "portcullis::audit",
-                event = "ratelimit.shadow",
-                limit = label,
-                retry_after_ms = u64::try_from(decision.retry_after().as_millis()).unwrap_or(u64::MAX),
-                "rate limit would refuse (shadow mode)"
-            );
-            return ResponseFuture::new(State::Inner {
-                future: self.inner.call(req),
-                headers: None,
-            });
-        }
-        config.counters.limited.fetch_add(1, Ordering::Relaxed);
-        let mut response = Rejection::new(
-            RejectionKind::RateLimited,
-            format!("rate limit {label} exceeded"),
-        )
-        .with_retry_after(decision.retry_after())
-        .into_deferred_response::<ResBody>();
-        if let Some((policy, state)) = config.state_header(index, &decision) {
-            append(response.headers_mut(), policy, state);
-        }
-        ResponseFuture::refused(response)
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<S> RateLimit<S> {
+    fn call_redis<ReqBody, ResBody>(
+        &mut self,
+        redis: crate::ratelimit::store::RedisRateLimitStore,
+        req: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: Default + Send + 'static,
+    {
+        // Take the service that was driven to readiness; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        let (parts, body) = req.into_parts();
+        let key = config.key_text(&parts);
+        let future = async move {
+            let outcome = match key {
+                Some((index, key)) => match config.tiers.get(index) {
+                    Some(tier) => Some((
+                        index,
+                        redis
+                            .check(&tier.label, &key, &tier.quota, config.clock.now())
+                            .await,
+                    )),
+                    None => None,
+                },
+                None => None,
+            };
+            match config.verdict(outcome) {
+                Verdict::Pass(headers) => {
+                    let mut response = inner.call(Request::from_parts(parts, body)).await?;
+                    if let Some((policy, state)) = headers {
+                        append(response.headers_mut(), policy, state);
+                    }
+                    Ok(response)
+                }
+                Verdict::Refuse(response) => Ok(response),
+            }
+        };
+        ResponseFuture::new(State::Boxed {
+            future: Box::pin(future),
+        })
     }
 }
 
@@ -543,13 +648,13 @@ fn append(headers: &mut http::HeaderMap, policy: HeaderValue, state: HeaderValue
 
 pin_project! {
     /// Response future of [`RateLimit`].
-    pub struct ResponseFuture<F, B> {
+    pub struct ResponseFuture<F: Future, B> {
         #[pin]
         state: State<F, B>,
     }
 }
 
-impl<F, B> ResponseFuture<F, B> {
+impl<F: Future, B> ResponseFuture<F, B> {
     fn new(state: State<F, B>) -> Self {
         Self { state }
     }
@@ -563,21 +668,25 @@ impl<F, B> ResponseFuture<F, B> {
     }
 }
 
+type BoxedResponse<F> = Pin<Box<dyn Future<Output = <F as Future>::Output> + Send>>;
+
 pin_project! {
     #[project = StateProj]
-    enum State<F, B> {
-        /// Refused before reaching the inner service.
+    enum State<F: Future, B> {
+        // Refused before reaching the inner service.
         Refused { response: Option<Response<B>> },
-        /// Passed to the inner service.
+        // Passed to the inner service.
         Inner {
             #[pin]
             future: F,
             headers: Option<(HeaderValue, HeaderValue)>,
         },
+        // Checked against a remote store, then passed on or refused.
+        Boxed { future: BoxedResponse<F> },
     }
 }
 
-impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+impl<F: Future, B> fmt::Debug for ResponseFuture<F, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
@@ -599,6 +708,7 @@ where
                         .into_deferred_response()
                 })))
             }
+            StateProj::Boxed { future } => future.as_mut().poll(cx),
             StateProj::Inner { future, headers } => {
                 let mut response = ready!(future.poll(cx))?;
                 if let Some((policy, state)) = headers.take() {
@@ -628,7 +738,9 @@ mod tests {
         Request<String>,
         Response = Response<String>,
         Error = std::convert::Infallible,
-        Future = impl Send,
+        Future = impl Future<Output = Result<Response<String>, std::convert::Infallible>>
+                 + Send
+                 + 'static,
     > + Clone {
         service_fn(|_req: Request<String>| async {
             Ok::<_, std::convert::Infallible>(Response::new("ok".to_owned()))

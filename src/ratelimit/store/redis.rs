@@ -442,6 +442,59 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn layers_on_two_replicas_share_one_limit() {
+        use crate::context::{ClientIp, RequestContextLayer};
+        use crate::ratelimit::{RateLimitKey, RateLimitLayer};
+        use http::{Request, Response, StatusCode};
+        use tower::{Layer, ServiceExt, service_fn};
+
+        let prefix = unique_prefix();
+        let mut replicas = Vec::new();
+        for _ in 0..2 {
+            let Some(store) = store(&prefix).await else {
+                return;
+            };
+            let limit = RateLimitLayer::builder("per-ip")
+                .quota(Quota::per_minute(NonZeroU32::new(3).unwrap()))
+                .key(RateLimitKey::client_ip())
+                .redis(store)
+                .build()
+                .unwrap();
+            let svc = RequestContextLayer::new().layer(limit.layer(service_fn(
+                |_req: Request<String>| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+                },
+            )));
+            replicas.push(svc);
+        }
+        let mut statuses = Vec::new();
+        for i in 0..6 {
+            let mut req = Request::new(String::new());
+            req.extensions_mut()
+                .insert(ClientIp("192.0.2.44".parse().unwrap()));
+            let response = replicas[i % 2].clone().oneshot(req).await.unwrap();
+            statuses.push(response.status());
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                assert_eq!(
+                    response.headers()["ratelimit-policy"],
+                    "\"per-ip\";q=3;w=60"
+                );
+            }
+        }
+        assert_eq!(
+            statuses,
+            [
+                StatusCode::OK,
+                StatusCode::OK,
+                StatusCode::OK,
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::TOO_MANY_REQUESTS
+            ]
+        );
+    }
+
     #[test]
     fn invalid_configuration_is_refused() {
         assert!(RedisRateLimitStore::builder("not a url").build().is_err());
