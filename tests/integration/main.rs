@@ -7,6 +7,7 @@
 //!   declaration errors.
 //! - [`cache`]: the verified-token cache against expiry and key rotation, on a manual clock.
 //! - [`tonic_grpc`]: a real tonic server and client over loopback.
+//! - [`real_idp`]: a real OpenID Provider (node's `oidc-provider`) on loopback.
 
 // Helpers outside `#[test]` functions are test code too: a failed setup step should panic.
 #![allow(
@@ -18,6 +19,7 @@
 mod audit;
 mod cache;
 mod matrix;
+mod real_idp;
 mod routing;
 mod support;
 mod tonic_grpc;
