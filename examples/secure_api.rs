@@ -17,13 +17,17 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Json, Router};
-use portcullis::Security;
+use portcullis::authn::AuthnLayer;
 use portcullis::authn::jwt::JwtAuthenticator;
 use portcullis::authn::revocation::{
     MemoryRevocationStore, RedisRevocationStore, Revocation, RevocationErrorKind,
 };
 use portcullis::authz::{Rbac, authenticated, has_role, public};
+use portcullis::context::RequestContextLayer;
 use portcullis::principal::Principal;
+use portcullis::ratelimit::lockout::LockoutLayer;
+use portcullis::ratelimit::store::{FailureMode, RedisRateLimitStore};
+use portcullis::ratelimit::{Quota, RateLimitKey, RateLimitLayer};
 use portcullis::rejection::{Rejection, RejectionKind};
 use portcullis::routing::{RouteReport, SecureRouter, get, post};
 use portcullis::testing::{TestKey, jwks_json};
@@ -254,6 +258,65 @@ async fn revocation_from_env() -> Result<Revocation, Box<dyn std::error::Error>>
     Ok(revocation)
 }
 
+/// Rate limits and brute-force lockout (ARCHITECTURE.md §5): per client IP before
+/// authentication, per subject after it. `PORTCULLIS_RATE_PER_SEC` (default 100000) and
+/// `PORTCULLIS_RATE_BURST` (default 2 × the rate) set both limits; the defaults are generous so
+/// a load test from one address measures the stack rather than the limiter; a real deployment
+/// sets them (for instance 50 and 100). With `REDIS_URL` the limits are shared by every replica
+/// and fall back to the local limiter (counted, audited) when Redis does not answer.
+struct AbuseLimits {
+    per_ip: RateLimitLayer,
+    lockout: LockoutLayer,
+    per_subject: RateLimitLayer,
+}
+
+impl AbuseLimits {
+    fn from_env() -> Result<Self, Box<dyn std::error::Error>> {
+        let number = |name: &str,
+                      default: u32|
+         -> Result<std::num::NonZeroU32, Box<dyn std::error::Error>> {
+            match std::env::var(name) {
+                Ok(v) => Ok(v
+                    .parse()
+                    .map_err(|_| format!("{name} must be a positive integer"))?),
+                Err(_) => Ok(std::num::NonZeroU32::new(default).ok_or("zero default")?),
+            }
+        };
+        let rate = number("PORTCULLIS_RATE_PER_SEC", 100_000)?;
+        let burst = number("PORTCULLIS_RATE_BURST", rate.get().saturating_mul(2))?;
+        let quota = Quota::per_second(rate).with_burst(burst);
+        let redis = match std::env::var("REDIS_URL") {
+            Ok(url) => Some(
+                RedisRateLimitStore::builder(url)
+                    .key_prefix("portcullis-demo:ratelimit:")
+                    .failure_mode(FailureMode::FailOpen)
+                    .build()?,
+            ),
+            Err(_) => None,
+        };
+        let limit = |name: &str, key: RateLimitKey| {
+            let builder = RateLimitLayer::builder(name).quota(quota).key(key);
+            match &redis {
+                Some(store) => builder.redis(store.clone()).build(),
+                None => builder.build(),
+            }
+        };
+        eprintln!(
+            "rate limits: {rate}/s, burst {burst}, per client IP and per subject ({})",
+            if redis.is_some() {
+                "Redis, fail open"
+            } else {
+                "in memory"
+            }
+        );
+        Ok(Self {
+            per_ip: limit("per-ip", RateLimitKey::client_ip())?,
+            lockout: LockoutLayer::builder().build()?,
+            per_subject: limit("per-subject", RateLimitKey::subject())?,
+        })
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_audit_log();
@@ -295,12 +358,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         jwks: Arc::new(serde_json::from_str(&jwks_json(&[&key]))?),
         revocation,
     };
-    let security = Security::builder().authenticator(jwt).build()?;
+    let limits = AbuseLimits::from_env()?;
+    // Outermost first: edge (client IP, rendering, audit) ─► per-IP limit ─► lockout ─►
+    // authentication ─► per-subject limit ─► router. `Security` assembles the edge and
+    // authentication alone; the limits go between them, so the stack is spelled out here.
     let app: Router = routes()
         .into_router()?
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
-        .layer(security);
+        .layer(limits.per_subject)
+        .layer(AuthnLayer::new(jwt))
+        .layer(limits.lockout)
+        .layer(limits.per_ip)
+        .layer(RequestContextLayer::new());
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let now = unix_now();
