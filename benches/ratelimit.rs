@@ -6,7 +6,11 @@
 //!   client address drawn from 10 000 distinct keys (target ≤ 150 ns), including reading the
 //!   system clock; the same for a store at its bound (keys churning through the overflow
 //!   path); and one check through the [`RateLimitLayer`] around a no-op service;
-//! - `lockout`: the lockout layer's lookup for a client with no failures.
+//! - `lockout`: the lockout layer's lookup for a client with no failures;
+//! - `concurrent32`: 32 tokio tasks on a multi-thread runtime checking concurrently, each over
+//!   its own keys, against the local store and against the Redis store at `REDIS_URL` (default
+//!   `redis://127.0.0.1:6379`, skipped with a message when none answers). The reported time is
+//!   per check (total wall time / checks), so checks per second = 1 / time.
 //!
 //! Run with `cargo bench --features full --bench ratelimit`.
 
@@ -22,6 +26,7 @@ use criterion::Criterion;
 use http::{Request, Response};
 use portcullis::context::ClientIp;
 use portcullis::ratelimit::lockout::LockoutLayer;
+use portcullis::ratelimit::store::RedisRateLimitStore;
 use portcullis::ratelimit::{MemoryStore, Quota, RateLimitKey, RateLimitLayer};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -94,10 +99,91 @@ fn local(c: &mut Criterion) {
     group.finish();
 }
 
+const CALLERS: u64 = 32;
+
+fn concurrent(c: &mut Criterion) {
+    let mut group = c.benchmark_group("concurrent32");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let quota = Quota::per_second(NonZeroU32::new(1_000_000).unwrap());
+    let local = MemoryStore::builder().build().unwrap();
+    group.bench_function("local", |b| {
+        b.iter_custom(|iters| {
+            let per = iters.div_ceil(CALLERS);
+            let started = std::time::Instant::now();
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..CALLERS)
+                    .map(|caller| {
+                        let local = local.clone();
+                        tokio::spawn(async move {
+                            for i in 0..per {
+                                black_box(local.check(
+                                    &(caller, i % 1_000),
+                                    &quota,
+                                    SystemTime::now(),
+                                ));
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+            started
+                .elapsed()
+                .div_f64((per * CALLERS) as f64 / iters as f64)
+        })
+    });
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = RedisRateLimitStore::builder(&url)
+        .key_prefix("portcullis-bench:rl:")
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let probe = rt.block_on(redis.check("bench", "probe", &quota, SystemTime::now()));
+    if redis.failures() > 0 || !probe.is_allowed() {
+        eprintln!("!!! no Redis answering at {url}: skipping concurrent32/redis");
+    } else {
+        group.bench_function("redis", |b| {
+            b.iter_custom(|iters| {
+                let per = iters.div_ceil(CALLERS);
+                let started = std::time::Instant::now();
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..CALLERS)
+                        .map(|caller| {
+                            let redis = redis.clone();
+                            tokio::spawn(async move {
+                                for i in 0..per {
+                                    let key = format!("{caller}:{}", i % 1_000);
+                                    black_box(
+                                        redis.check("bench", &key, &quota, SystemTime::now()).await,
+                                    );
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                });
+                started
+                    .elapsed()
+                    .div_f64((per * CALLERS) as f64 / iters as f64)
+            })
+        });
+        assert_eq!(redis.failures(), 0, "Redis failed during the benchmark");
+    }
+    group.finish();
+}
+
 // `criterion_group!` would generate an undocumented `pub fn`, which the crate's `missing_docs`
 // lint refuses; this is what `criterion_group!` + `criterion_main!` expand to.
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     local(&mut criterion);
+    concurrent(&mut criterion);
     criterion.final_summary();
 }
