@@ -4,7 +4,8 @@
 //! cargo run --example secure_api
 //! ```
 //!
-//! Without `PORTCULLIS_ISSUER` it runs in dev mode: an ephemeral Ed25519 key signs tokens for a
+//! With `PORTCULLIS_ISSUER` it authenticates against that OpenID Provider (discovery, remote
+//! JWKS; audience `PORTCULLIS_AUDIENCE`, roles from `PORTCULLIS_ROLES_CLAIM`). Without it, it runs in dev mode: an ephemeral Ed25519 key signs tokens for a
 //! reader, an editor and an admin, which are printed with ready-to-run curl lines; the public
 //! key is served at `/.well-known/jwks.json`.
 
@@ -19,6 +20,8 @@ use axum::response::IntoResponse;
 use axum::{Json, Router};
 use portcullis::authn::AuthnLayer;
 use portcullis::authn::jwt::JwtAuthenticator;
+use portcullis::authn::jwt::StartupMode;
+use portcullis::authn::oidc::OidcProvider;
 use portcullis::authn::revocation::{
     MemoryRevocationStore, RedisRevocationStore, Revocation, RevocationErrorKind,
 };
@@ -232,6 +235,32 @@ fn init_audit_log() {
 
 use tracing_subscriber::Layer as _;
 
+/// The OIDC provider for `PORTCULLIS_ISSUER`. Plain `http` is accepted only for loopback
+/// issuers (a provider started by a test); anything else must be `https`.
+fn oidc_provider(
+    issuer: &str,
+    audience: &str,
+    roles_claim: &str,
+    revocation: &Revocation,
+) -> Result<OidcProvider, Box<dyn std::error::Error>> {
+    let roles_claim = roles_claim.to_owned();
+    let revocation = Arc::new(revocation.clone());
+    let mut builder = OidcProvider::builder(issuer)
+        .audience(audience)
+        .startup(StartupMode::FailFast)
+        .jwt(move |jwt| jwt.roles_claim(roles_claim).revocation(revocation));
+    let loopback = [
+        "http://127.",
+        "http://localhost:",
+        "http://localhost/",
+        "http://[::1]",
+    ];
+    if loopback.iter().any(|prefix| issuer.starts_with(prefix)) {
+        builder = builder.insecure_allow_http();
+    }
+    Ok(builder.build()?)
+}
+
 /// The revocation store: Redis when `REDIS_URL` is set (shared by every replica), otherwise in
 /// memory. A Redis that does not answer yet is reported, not fatal: tokens are refused (fail
 /// closed) until it does.
@@ -326,22 +355,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let audience =
         std::env::var("PORTCULLIS_AUDIENCE").unwrap_or_else(|_| "portcullis-demo".into());
     let roles_claim = std::env::var("PORTCULLIS_ROLES_CLAIM").unwrap_or_else(|_| "roles".into());
-    if std::env::var_os("PORTCULLIS_ISSUER").is_some() {
-        return Err("PORTCULLIS_ISSUER (OIDC discovery) is not supported by this build yet; unset it to run in dev mode".into());
-    }
-
     let revocation = revocation_from_env().await?;
 
-    // Dev mode: an ephemeral key, tokens printed below.
-    let issuer = format!("http://{addr}");
-    let key = TestKey::ed25519("dev-ed25519");
-    let jwt = JwtAuthenticator::builder()
-        .issuer(issuer.clone())
-        .audience(audience.clone())
-        .roles_claim(roles_claim.clone())
-        .key(key.verification_key())
-        .revocation(Arc::new(revocation.clone()))
-        .build()?;
+    // With PORTCULLIS_ISSUER: OIDC discovery, keys from the provider's JWKS (followed across
+    // rotations). Without it, dev mode: an ephemeral key, tokens printed below.
+    let (jwt, dev_key, issuer, _provider) = match std::env::var("PORTCULLIS_ISSUER") {
+        Ok(issuer) => {
+            let provider = oidc_provider(&issuer, &audience, &roles_claim, &revocation)?;
+            provider
+                .start()
+                .await
+                .map_err(|e| format!("OIDC discovery for {issuer} failed: {e}"))?;
+            eprintln!("authentication: OIDC provider {issuer}, audience {audience}");
+            (provider.authenticator(), None, issuer, Some(provider))
+        }
+        Err(_) => {
+            let issuer = format!("http://{addr}");
+            let key = TestKey::ed25519("dev-ed25519");
+            let jwt = JwtAuthenticator::builder()
+                .issuer(issuer.clone())
+                .audience(audience.clone())
+                .roles_claim(roles_claim.clone())
+                .key(key.verification_key())
+                .revocation(Arc::new(revocation.clone()))
+                .build()?;
+            (jwt, Some(key), issuer, None)
+        }
+    };
 
     let report = routes().report();
     let state = AppState {
@@ -355,7 +395,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         )]))),
         report: Arc::new(report),
-        jwks: Arc::new(serde_json::from_str(&jwks_json(&[&key]))?),
+        jwks: Arc::new(serde_json::from_str(&match &dev_key {
+            Some(key) => jwks_json(&[key]),
+            None => jwks_json(&[]),
+        })?),
         revocation,
     };
     let limits = AbuseLimits::from_env()?;
@@ -373,6 +416,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(RequestContextLayer::new());
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let Some(key) = dev_key else {
+        eprintln!("portcullis secure_api listening on http://{addr}");
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await?;
+        return Ok(());
+    };
     let now = unix_now();
     eprintln!("portcullis secure_api (dev mode) listening on http://{addr}");
     eprintln!(
