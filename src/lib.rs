@@ -42,6 +42,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod body;
+mod claims;
 pub mod client_ip;
 pub mod clock;
 pub mod context;

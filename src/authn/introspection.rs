@@ -80,6 +80,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::claims::{lookup, numeric_date, string_list};
 use base64::Engine as _;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use http::request::Parts;
@@ -407,42 +408,6 @@ impl Authenticator for IntrospectionAuthenticator {
             self.introspect(token).await.map(Some)
         })
     }
-}
-
-/// A claim by name, whole first, then as a dotted path (`realm_access.roles`).
-fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if let Some(v) = claims.get(path) {
-        return Some(v);
-    }
-    let mut segments = path.split('.');
-    let mut current = claims.get(segments.next()?)?;
-    for segment in segments {
-        current = current.as_object()?.get(segment)?;
-    }
-    Some(current)
-}
-
-/// A JSON array of strings or a space-separated string; other shapes grant nothing.
-fn string_list(value: Option<&Value>) -> Vec<String> {
-    match value {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn numeric_date(value: &Value) -> Option<u64> {
-    value.as_u64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
-            .map(|f| f as u64)
-    })
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value.

@@ -76,6 +76,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::claims::numeric_date;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -661,16 +662,6 @@ impl Revocation {
             Err(_) => Err(DETAIL_STORE_UNAVAILABLE),
         }
     }
-}
-
-/// A JWT NumericDate (non-negative, possibly fractional) as whole seconds.
-fn numeric_date(value: &Value) -> Option<u64> {
-    value.as_u64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
-            .map(|f| f as u64)
-    })
 }
 
 #[cfg(feature = "jwt")]

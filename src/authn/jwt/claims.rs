@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::claims::{numeric_date, string_list};
 use serde_json::{Map, Value};
 
 use crate::principal::{AuthMethod, Principal, PrincipalKind};
@@ -18,41 +19,8 @@ impl ClaimPath {
     }
 
     pub(crate) fn lookup<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
-        if let Some(v) = claims.get(&self.0) {
-            return Some(v);
-        }
-        let mut segments = self.0.split('.');
-        let mut current = claims.get(segments.next()?)?;
-        for segment in segments {
-            current = current.as_object()?.get(segment)?;
-        }
-        Some(current)
+        crate::claims::lookup(claims, &self.0)
     }
-}
-
-/// Reads a claim holding a list of names: a JSON array of strings or a space-separated string.
-/// Other shapes grant nothing.
-fn string_list(value: Option<&Value>) -> Vec<String> {
-    match value {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// A JWT NumericDate: non-negative, possibly fractional seconds.
-fn numeric_date(value: &Value) -> Option<u64> {
-    value.as_u64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
-            .map(|f| f as u64)
-    })
 }
 
 #[derive(Debug, Clone)]

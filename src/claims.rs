@@ -1,0 +1,67 @@
+//! JSON claim helpers shared by the authenticators and the attribute policies.
+
+use serde_json::{Map, Value};
+
+/// A claim by name, whole first (namespaced claims such as `https://example.com/roles` contain
+/// dots), then as a dotted path (`realm_access.roles`).
+pub(crate) fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
+    let mut segments = path.split('.');
+    let mut current = claims.get(segments.next()?)?;
+    for segment in segments {
+        current = current.as_object()?.get(segment)?;
+    }
+    Some(current)
+}
+
+/// A claim holding names: a JSON array of strings or a space-separated string. Other shapes
+/// grant nothing.
+pub(crate) fn string_list(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A JWT NumericDate (RFC 7519): non-negative, possibly fractional seconds, as whole seconds.
+pub(crate) fn numeric_date(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+            .map(|f| f as u64)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lookups_shapes_and_dates() {
+        let claims = json!({"a": {"b": 1}, "https://x.example/roles": ["r"], "a.b": 2});
+        let claims = claims.as_object().unwrap();
+        assert_eq!(lookup(claims, "a.b"), Some(&json!(2)), "whole name first");
+        assert_eq!(
+            lookup(claims, "https://x.example/roles"),
+            Some(&json!(["r"]))
+        );
+        assert_eq!(lookup(claims, "a.c"), None);
+        assert_eq!(string_list(Some(&json!(["x", 1, "", "y"]))), ["x", "y"]);
+        assert_eq!(string_list(Some(&json!("x  y"))), ["x", "y"]);
+        assert!(string_list(Some(&json!({"x": 1}))).is_empty());
+        assert_eq!(numeric_date(&json!(5)), Some(5));
+        assert_eq!(numeric_date(&json!(5.9)), Some(5));
+        assert_eq!(numeric_date(&json!(-1)), None);
+        assert_eq!(numeric_date(&json!("5")), None);
+    }
+}
