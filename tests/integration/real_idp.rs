@@ -337,3 +337,107 @@ async fn introspection_against_the_provider() {
         .expect_err("inactive token");
     assert_eq!(err.status().as_u16(), 401);
 }
+
+/// The demo service's contract in OIDC mode (ARCHITECTURE.md §5): `PORTCULLIS_ISSUER` and
+/// `PORTCULLIS_AUDIENCE` point it at the provider; real tokens pass, others do not.
+#[tokio::test]
+async fn the_example_authenticates_against_the_provider() {
+    let Some(idp) = Idp::start().await else {
+        return;
+    };
+    // `cargo test` builds the examples next to the test binaries' `deps` folder.
+    let example = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("examples/secure_api")))
+        .filter(|path| path.exists());
+    let Some(example) = example else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the secure_api example must be built in CI (`cargo test` builds it)"
+        );
+        eprintln!(
+            "\n!!! SKIPPING example test: build it with `cargo test` (examples are built then) !!!\n"
+        );
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(example)
+        .env("PORTCULLIS_ISSUER", &idp.issuer)
+        .env("PORTCULLIS_AUDIENCE", AUDIENCE)
+        .env("PORTCULLIS_ADDR", &addr)
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the example");
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(std::mem::replace(
+        &mut child,
+        Command::new("true").spawn().expect("placeholder"),
+    ));
+    let base = format!("http://{addr}");
+    let mut up = false;
+    for _ in 0..200 {
+        if idp.http.get(format!("{base}/health")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the example answers on {base}");
+
+    let token = idp.token("urn:portcullis:demo").await;
+    let me = idp
+        .http
+        .get(format!("{base}/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("GET /api/me");
+    assert_eq!(me.status().as_u16(), 200);
+    let body: serde_json::Value =
+        serde_json::from_str(&me.text().await.expect("body")).expect("JSON");
+    assert_eq!(body["subject"], CLIENT_ID);
+    assert_eq!(body["roles"], serde_json::json!(["admin"]));
+
+    // The provider's token carries role admin: the admin-only route report is served.
+    let routes = idp
+        .http
+        .get(format!("{base}/admin/routes"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("GET /admin/routes");
+    assert_eq!(routes.status().as_u16(), 200);
+
+    let tampered = idp
+        .http
+        .get(format!("{base}/api/me"))
+        .bearer_auth(format!("{token}x"))
+        .send()
+        .await
+        .expect("tampered request");
+    assert_eq!(tampered.status().as_u16(), 401);
+    let text = tampered.text().await.expect("body");
+    assert!(
+        !text.contains(&token[..20]),
+        "no token material in the refusal"
+    );
+    let anonymous = idp
+        .http
+        .get(format!("{base}/api/documents/1"))
+        .send()
+        .await
+        .expect("anonymous request");
+    assert_eq!(anonymous.status().as_u16(), 401);
+}
