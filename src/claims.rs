@@ -1,7 +1,10 @@
 //! JSON claim helpers shared by the authenticators and the attribute policies.
 
-use serde_json::{Map, Value};
+#[cfg(feature = "jwt")]
+use serde_json::Map;
+use serde_json::Value;
 
+#[cfg(feature = "jwt")]
 /// A claim by name, whole first (namespaced claims such as `https://example.com/roles` contain
 /// dots), then as a dotted path (`realm_access.roles`).
 pub(crate) fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
@@ -16,6 +19,7 @@ pub(crate) fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&
     Some(current)
 }
 
+#[cfg(feature = "jwt")]
 /// A claim holding names: a JSON array of strings or a space-separated string. Other shapes
 /// grant nothing.
 pub(crate) fn string_list(value: Option<&Value>) -> Vec<String> {
@@ -47,6 +51,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    #[cfg(feature = "jwt")]
     fn lookups_shapes_and_dates() {
         let claims = json!({"a": {"b": 1}, "https://x.example/roles": ["r"], "a.b": 2});
         let claims = claims.as_object().unwrap();
