@@ -53,15 +53,26 @@ impl fmt::Debug for TestKey {
     }
 }
 
-// Key generation only fails when the operating system's random source does; in test support
-// that is an environment fault worth a loud panic rather than an error every test must handle.
-#[expect(clippy::expect_used, reason = "test support; see the comment above")]
+/// Unwraps a key-handling result in test support. Key generation and encoding only fail when
+/// the operating system's random source or the crypto library is broken: an environment fault
+/// worth a loud panic, not an error every test must handle.
+#[track_caller]
+fn must<T, E: fmt::Debug>(result: Result<T, E>, what: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("test key support: {what} failed: {e:?}"),
+    }
+}
+
 impl TestKey {
     fn from_encoding(kid: &str, alg: Algorithm, encoding: EncodingKey) -> Self {
-        let mut jwk = Jwk::from_encoding_key(&encoding, alg).expect("derive the public JWK");
+        let mut jwk = must(
+            Jwk::from_encoding_key(&encoding, alg),
+            "derive the public JWK",
+        );
         jwk.common.key_id = Some(kid.to_owned());
-        let verification = VerificationKey::from_jwk(&jwk).expect("JWK round-trips");
-        let public_jwk = serde_json::to_value(&jwk).expect("JWK serializes");
+        let verification = must(VerificationKey::from_jwk(&jwk), "JWK round-trips");
+        let public_jwk = must(serde_json::to_value(&jwk), "JWK serializes");
         Self {
             kid: kid.to_owned(),
             alg,
@@ -73,8 +84,8 @@ impl TestKey {
 
     /// A fresh Ed25519 key (`EdDSA`).
     pub fn ed25519(kid: &str) -> Self {
-        let pair = Ed25519KeyPair::generate().expect("generate Ed25519 key");
-        let der = pair.to_pkcs8v1().expect("encode Ed25519 key");
+        let pair = must(Ed25519KeyPair::generate(), "generate Ed25519 key");
+        let der = must(pair.to_pkcs8v1(), "encode Ed25519 key");
         Self::from_encoding(
             kid,
             Algorithm::EdDSA,
@@ -84,9 +95,11 @@ impl TestKey {
 
     /// A fresh P-256 key (`ES256`).
     pub fn es256(kid: &str) -> Self {
-        let pair =
-            EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("generate P-256 key");
-        let der = pair.to_pkcs8v1().expect("encode P-256 key");
+        let pair = must(
+            EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING),
+            "generate P-256 key",
+        );
+        let der = must(pair.to_pkcs8v1(), "encode P-256 key");
         Self::from_encoding(
             kid,
             Algorithm::ES256,
@@ -96,9 +109,11 @@ impl TestKey {
 
     /// A fresh P-384 key (`ES384`).
     pub fn es384(kid: &str) -> Self {
-        let pair =
-            EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING).expect("generate P-384 key");
-        let der = pair.to_pkcs8v1().expect("encode P-384 key");
+        let pair = must(
+            EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING),
+            "generate P-384 key",
+        );
+        let der = must(pair.to_pkcs8v1(), "encode P-384 key");
         Self::from_encoding(
             kid,
             Algorithm::ES384,
@@ -108,18 +123,19 @@ impl TestKey {
 
     /// A fresh 2048-bit RSA key used with `alg` (RS256/384/512 or PS256/384/512).
     pub fn rsa(kid: &str, alg: Algorithm) -> Self {
-        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-            .expect("generate RSA key");
-        let der: Pkcs8V1Der<'static> = pair.as_der().expect("encode RSA key");
+        let pair = must(
+            aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048),
+            "generate RSA key",
+        );
+        let der: Pkcs8V1Der<'static> = must(pair.as_der(), "encode RSA key");
         let pem = pem_encode("PRIVATE KEY", der.as_ref());
-        let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("load RSA key");
+        let encoding = must(EncodingKey::from_rsa_pem(pem.as_bytes()), "load RSA key");
         let mut key = Self::from_encoding(kid, alg, encoding);
         // Pin the verification key to the one algorithm the test signs with.
-        key.verification = key
-            .verification
-            .clone()
-            .restrict(&[alg])
-            .expect("RSA key allows its own algorithm");
+        key.verification = must(
+            key.verification.clone().restrict(&[alg]).ok_or(alg),
+            "pin the RSA key to its algorithm",
+        );
         if let Some(jwk) = key.public_jwk.as_mut() {
             jwk["alg"] = json!(format!("{alg:?}"));
         }
@@ -129,9 +145,11 @@ impl TestKey {
     /// A shared secret used with `alg` (HS256/384/512). `secret` must be long enough for the
     /// algorithm (32/48/64 bytes).
     pub fn hmac(kid: &str, alg: Algorithm, secret: &[u8]) -> Self {
-        let verification = VerificationKey::hmac(&SecretSlice::from(secret.to_vec()), alg)
-            .expect("HMAC secret long enough")
-            .with_kid(kid);
+        let verification = must(
+            VerificationKey::hmac(&SecretSlice::from(secret.to_vec()), alg),
+            "HMAC secret long enough for its algorithm",
+        )
+        .with_kid(kid);
         Self {
             kid: kid.to_owned(),
             alg,
@@ -177,7 +195,10 @@ impl TestKey {
 
     /// Signs `claims` with this key under a caller-chosen header (to test hostile headers).
     pub fn mint_with_header(&self, header: &Header, claims: &Value) -> String {
-        jsonwebtoken::encode(header, claims, &self.encoding).expect("sign test token")
+        must(
+            jsonwebtoken::encode(header, claims, &self.encoding),
+            "sign test token",
+        )
     }
 }
 
