@@ -8,6 +8,10 @@
 //! JWKS; audience `PORTCULLIS_AUDIENCE`, roles from `PORTCULLIS_ROLES_CLAIM`). Without it, it runs in dev mode: an ephemeral Ed25519 key signs tokens for a
 //! reader, an editor and an admin, which are printed with ready-to-run curl lines; the public
 //! key is served at `/.well-known/jwks.json`.
+//!
+//! With `PORTCULLIS_CEDAR_POLICIES=examples/secure_api.cedar` every route is decided by those
+//! Cedar policies instead of the built-in ones (same allow/deny matrix), validated against
+//! `PORTCULLIS_CEDAR_SCHEMA` (default: the `.cedarschema` file next to the policies).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,7 +29,8 @@ use portcullis::authn::oidc::OidcProvider;
 use portcullis::authn::revocation::{
     MemoryRevocationStore, RedisRevocationStore, Revocation, RevocationErrorKind,
 };
-use portcullis::authz::{Rbac, authenticated, has_role, public};
+use portcullis::authz::cedar::CedarPolicy;
+use portcullis::authz::{Rbac, SharedPolicy, authenticated, has_role, public};
 use portcullis::context::RequestContextLayer;
 use portcullis::principal::Principal;
 use portcullis::ratelimit::lockout::LockoutLayer;
@@ -182,23 +187,58 @@ async fn jwks(State(state): State<AppState>) -> Json<Value> {
     Json((*state.jwks).clone())
 }
 
-fn routes() -> SecureRouter<AppState> {
+/// The route table. With `cedar`, that policy decides every route instead of the built-in one.
+fn routes(cedar: Option<&SharedPolicy>) -> SecureRouter<AppState> {
+    let policy = |builtin: SharedPolicy| cedar.cloned().unwrap_or(builtin);
     let rbac = Rbac::builder()
         .inherit("admin", "editor")
         .inherit("editor", "reader")
         .build()
         .unwrap_or_default();
     SecureRouter::with_rbac(rbac)
-        .route("/health", get(health, public()))
-        .route("/.well-known/jwks.json", get(jwks, public()))
-        .route("/api/me", get(me, authenticated()))
-        .route("/api/documents", post(create_document, has_role("editor")))
+        .route("/health", get(health, policy(public())))
+        .route("/.well-known/jwks.json", get(jwks, policy(public())))
+        .route("/api/me", get(me, policy(authenticated())))
+        .route(
+            "/api/documents",
+            post(create_document, policy(has_role("editor"))),
+        )
         .route(
             "/api/documents/{id}",
-            get(read_document, has_role("reader")).delete(delete_document, has_role("admin")),
+            get(read_document, policy(has_role("reader")))
+                .delete(delete_document, policy(has_role("admin"))),
         )
-        .route("/api/tokens/revoke", post(revoke_token, has_role("admin")))
-        .route("/admin/routes", get(routes_report, has_role("admin")))
+        .route(
+            "/api/tokens/revoke",
+            post(revoke_token, policy(has_role("admin"))),
+        )
+        .route(
+            "/admin/routes",
+            get(routes_report, policy(has_role("admin"))),
+        )
+}
+
+/// The Cedar policy of `PORTCULLIS_CEDAR_POLICIES` (namespace `Demo`), with the schema of
+/// `PORTCULLIS_CEDAR_SCHEMA` or the `.cedarschema` file next to the policies; `None` when unset.
+fn cedar_from_env() -> Result<Option<SharedPolicy>, Box<dyn std::error::Error>> {
+    let Some(policies) = std::env::var_os("PORTCULLIS_CEDAR_POLICIES") else {
+        return Ok(None);
+    };
+    let policies = std::path::PathBuf::from(policies);
+    let schema = std::env::var_os("PORTCULLIS_CEDAR_SCHEMA")
+        .map_or_else(|| policies.with_extension("cedarschema"), Into::into);
+    let cedar = CedarPolicy::builder()
+        .namespace("Demo")
+        .policies_file(&policies)
+        .schema_file(&schema)
+        .build()?;
+    eprintln!(
+        "authorization: {} Cedar policies from {} (schema {})",
+        cedar.policy_count(),
+        policies.display(),
+        schema.display()
+    );
+    Ok(Some(cedar.into_shared()))
 }
 
 fn unix_now() -> u64 {
@@ -356,6 +396,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::var("PORTCULLIS_AUDIENCE").unwrap_or_else(|_| "portcullis-demo".into());
     let roles_claim = std::env::var("PORTCULLIS_ROLES_CLAIM").unwrap_or_else(|_| "roles".into());
     let revocation = revocation_from_env().await?;
+    let cedar = cedar_from_env()?;
 
     // With PORTCULLIS_ISSUER: OIDC discovery, keys from the provider's JWKS (followed across
     // rotations). Without it, dev mode: an ephemeral key, tokens printed below.
@@ -383,7 +424,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    let report = routes().report();
+    let report = routes(cedar.as_ref()).report();
     let state = AppState {
         documents: Arc::new(RwLock::new(BTreeMap::from([(
             1,
@@ -405,7 +446,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Outermost first: edge (client IP, rendering, audit) ─► per-IP limit ─► lockout ─►
     // authentication ─► per-subject limit ─► router. `Security` assembles the edge and
     // authentication alone; the limits go between them, so the stack is spelled out here.
-    let app: Router = routes()
+    let app: Router = routes(cedar.as_ref())
         .into_router()?
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

@@ -27,6 +27,7 @@
 //! | `tonic` | no | reads tonic's connection info for client addresses |
 //! | `redis` | no | [`authn::revocation::RedisRevocationStore`]: token revocation shared through Redis |
 //! | `testing` | no | [`testing`]: key generation, token minting and an in-process identity provider for tests (enables `axum`) |
+//! | `cedar` | no | [`authz::cedar`]: Cedar policies (the `cedar-policy` crate) as a `Policy`, validated against a Cedar schema at startup |
 //! | `full` | no | all of the above |
 //!
 //! Features only add capabilities; none weakens a default.

@@ -132,15 +132,32 @@ impl Resolved<'_> {
 }
 
 fn lookup<'a>(root: &'a serde_json::Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if let Some(v) = root.get(path) {
+    if let Some(v) = get(root, path) {
         return Some(v);
     }
+    if !path.contains('.') {
+        return None;
+    }
     let mut segments = path.split('.');
-    let mut current = root.get(segments.next()?)?;
+    let mut current = get(root, segments.next()?)?;
     for segment in segments {
-        current = current.as_object()?.get(segment)?;
+        current = get(current.as_object()?, segment)?;
     }
     Some(current)
+}
+
+/// Maps at most this large are searched by scanning their keys.
+const SCAN_UP_TO: usize = 16;
+
+/// `map.get(key)`, scanning small maps: comparing a few short keys (lengths first) costs less
+/// than hashing the key, which `serde_json` does with SipHash when its `preserve_order` feature
+/// is on (as another dependency, `cedar-policy`, turns it on).
+fn get<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if map.len() <= SCAN_UP_TO {
+        map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        map.get(key)
+    }
 }
 
 impl Operand {

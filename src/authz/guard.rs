@@ -235,6 +235,7 @@ pub(crate) fn authorize<B, ResBody: Default>(
         rbac: &config.rbac,
         clock: &*config.clock,
         resource: None,
+        grpc: is_grpc(req.headers()),
     };
     let started = Instant::now();
     let decision = policy.evaluate(&ctx);

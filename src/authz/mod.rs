@@ -39,6 +39,8 @@
 //! ```
 
 pub mod abac;
+#[cfg(feature = "cedar")]
+pub mod cedar;
 #[cfg(feature = "config")]
 pub mod config;
 pub mod decision;
@@ -47,7 +49,7 @@ mod resource;
 pub mod shadow;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
@@ -128,10 +130,12 @@ impl Decision {
 /// Built once at startup; cycles and self-inheritance are configuration errors.
 #[derive(Debug, Clone, Default)]
 pub struct Rbac {
-    /// role -> every role it implies (including itself).
-    implied: HashMap<String, HashSet<String>>,
-    /// role -> every permission it grants (including inherited ones).
-    permissions: HashMap<String, HashSet<String>>,
+    /// role -> every role it implies (including itself); sorted by role, each list sorted, in
+    /// [`name_order`]. Sorted slices searched by comparison beat hashing for the short names
+    /// and small tables of real role sets (see `benches/authz.rs`).
+    implied: Box<[(String, Box<[String]>)]>,
+    /// role -> every permission it grants (including inherited ones); sorted likewise.
+    permissions: Box<[(String, Box<[String]>)]>,
     declared: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>,
 }
 
@@ -143,17 +147,15 @@ impl Rbac {
 
     /// Whether a principal holding `roles` holds `role`, directly or by inheritance.
     pub fn grants_role(&self, roles: &[String], role: &str) -> bool {
-        roles
-            .iter()
-            .any(|r| r == role || self.implied.get(r).is_some_and(|set| set.contains(role)))
+        roles.iter().any(|r| {
+            r == role || table_get(&self.implied, r).is_some_and(|set| sorted_contains(set, role))
+        })
     }
 
     /// Whether a principal holding `roles` is granted `permission` by one of them.
     pub fn grants_permission(&self, roles: &[String], permission: &str) -> bool {
         roles.iter().any(|r| {
-            self.permissions
-                .get(r)
-                .is_some_and(|set| set.contains(permission))
+            table_get(&self.permissions, r).is_some_and(|set| sorted_contains(set, permission))
         })
     }
 
@@ -169,6 +171,42 @@ impl Rbac {
     pub fn knows_role(&self, role: &str) -> bool {
         self.declared.contains_key(role)
     }
+
+    /// Every role holding `role` implies (itself included), when it was declared.
+    #[cfg_attr(
+        not(feature = "cedar"),
+        expect(dead_code, reason = "used by the cedar feature")
+    )]
+    pub(crate) fn implied_roles(&self, role: &str) -> Option<&[String]> {
+        table_get(&self.implied, role)
+    }
+}
+
+/// The order of the [`Rbac`] tables: by length, then byte by byte. Names of different lengths
+/// (most pairs) compare without reading them, and the inlined byte loop beats a `memcmp` call
+/// on names this short.
+fn name_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.bytes().cmp(b.bytes()))
+}
+
+/// The list of `key` in a table sorted by key in [`name_order`].
+fn table_get<'a>(table: &'a [(String, Box<[String]>)], key: &str) -> Option<&'a [String]> {
+    table
+        .binary_search_by(|(k, _)| name_order(k, key))
+        .ok()
+        .map(|i| &*table[i].1)
+}
+
+/// Whether a list sorted in [`name_order`] holds `item`.
+fn sorted_contains(sorted: &[String], item: &str) -> bool {
+    sorted.binary_search_by(|s| name_order(s, item)).is_ok()
+}
+
+/// Sorts names into a list for [`sorted_contains`] and [`table_get`].
+fn sorted<T>(items: impl IntoIterator<Item = T>, key: impl Fn(&T) -> &str) -> Box<[T]> {
+    let mut list: Vec<T> = items.into_iter().collect();
+    list.sort_unstable_by(|a, b| name_order(key(a), key(b)));
+    list.into_boxed_slice()
 }
 
 /// Builds an [`Rbac`].
@@ -206,8 +244,8 @@ impl RbacBuilder {
     }
     /// Checks the hierarchy for cycles and precomputes the closures.
     pub fn build(self) -> Result<Rbac, ConfigError> {
-        let mut implied = HashMap::new();
-        let mut permissions = HashMap::new();
+        let mut implied = Vec::with_capacity(self.declared.len());
+        let mut permissions = Vec::with_capacity(self.declared.len());
         for role in self.declared.keys() {
             let mut seen = HashSet::new();
             let mut perms = HashSet::new();
@@ -231,12 +269,12 @@ impl RbacBuilder {
                     }
                 }
             }
-            implied.insert(role.clone(), seen);
-            permissions.insert(role.clone(), perms);
+            implied.push((role.clone(), sorted(seen, |s| s.as_str())));
+            permissions.push((role.clone(), sorted(perms, |s| s.as_str())));
         }
         Ok(Rbac {
-            implied,
-            permissions,
+            implied: sorted(implied, |(role, _)| role.as_str()),
+            permissions: sorted(permissions, |(role, _)| role.as_str()),
             declared: self.declared,
         })
     }
@@ -265,6 +303,8 @@ pub struct PolicyContext<'a> {
     pub clock: &'a dyn Clock,
     /// Attributes of the resource being accessed, when a handler authorizes a loaded resource.
     pub resource: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// Whether the request is gRPC (`route` is then the method path `/package.Service/Method`).
+    pub grpc: bool,
 }
 
 impl<'a> PolicyContext<'a> {
@@ -279,7 +319,13 @@ impl<'a> PolicyContext<'a> {
             rbac: &EMPTY_RBAC,
             clock: &SYSTEM_CLOCK,
             resource: None,
+            grpc: false,
         }
+    }
+    /// Marks the request as gRPC (`route` is then the method path).
+    pub fn with_grpc(mut self, grpc: bool) -> Self {
+        self.grpc = grpc;
+        self
     }
     /// Sets the resource attributes.
     pub fn with_resource(

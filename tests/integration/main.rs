@@ -18,6 +18,7 @@
 
 mod audit;
 mod cache;
+mod cedar;
 mod matrix;
 mod real_idp;
 mod routing;
