@@ -173,10 +173,10 @@ fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
         return Some(info.0.ip());
     }
     #[cfg(feature = "tonic")]
-    if let Some(info) = extensions.get::<tonic::transport::server::TcpConnectInfo>() {
-        if let Some(addr) = info.remote_addr() {
-            return Some(addr.ip());
-        }
+    if let Some(info) = extensions.get::<tonic::transport::server::TcpConnectInfo>()
+        && let Some(addr) = info.remote_addr()
+    {
+        return Some(addr.ip());
     }
     extensions.get::<SocketAddr>().map(SocketAddr::ip)
 }
@@ -405,10 +405,10 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
         }
         None => Response::from_parts(parts, SecureBody::inner(body)),
     };
-    if let (Some(parameter), Some(_)) = (&state.resource_metadata, &rejection) {
-        if response.status() == StatusCode::UNAUTHORIZED {
-            add_resource_metadata(response.headers_mut(), parameter);
-        }
+    if let (Some(parameter), Some(_)) = (&state.resource_metadata, &rejection)
+        && response.status() == StatusCode::UNAUTHORIZED
+    {
+        add_resource_metadata(response.headers_mut(), parameter);
     }
     if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

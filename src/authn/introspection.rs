@@ -203,13 +203,13 @@ impl IntrospectionAuthenticator {
             .into());
         }
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(cache) = &inner.cache {
-            if let Some(hit) = cache.get(&key) {
-                if inner.clock.now() < hit.until {
-                    return Ok(hit.principal);
-                }
-                cache.remove(&key);
+        if let Some(cache) = &inner.cache
+            && let Some(hit) = cache.get(&key)
+        {
+            if inner.clock.now() < hit.until {
+                return Ok(hit.principal);
             }
+            cache.remove(&key);
         }
         let answer = self.call_endpoint(token).await?;
         // The time after the call: a slow answer must not extend the token's life.
@@ -331,10 +331,10 @@ impl IntrospectionAuthenticator {
             None | Some(Value::Null) => None,
             Some(v) => Some(numeric_date(v).ok_or("exp is not a NumericDate")?),
         };
-        if let Some(exp) = exp {
-            if now_secs > exp.saturating_add(leeway) {
-                return Err("token expired (introspection answer)".into());
-            }
+        if let Some(exp) = exp
+            && now_secs > exp.saturating_add(leeway)
+        {
+            return Err("token expired (introspection answer)".into());
         }
         if let Some(nbf) = answer.get("nbf").filter(|v| !v.is_null()) {
             let nbf = numeric_date(nbf).ok_or("nbf is not a NumericDate")?;
@@ -343,12 +343,11 @@ impl IntrospectionAuthenticator {
             }
         }
         let issuer = answer.get("iss").and_then(Value::as_str);
-        if !inner.issuers.is_empty() {
-            if let Some(iss) = issuer {
-                if !inner.issuers.iter().any(|i| i == iss) {
-                    return Err("issuer not accepted".into());
-                }
-            }
+        if !inner.issuers.is_empty()
+            && let Some(iss) = issuer
+            && !inner.issuers.iter().any(|i| i == iss)
+        {
+            return Err("issuer not accepted".into());
         }
         if let Some(audiences) = &inner.audiences {
             let accepted = |a: &str| audiences.iter().any(|x| x == a);

@@ -67,7 +67,10 @@ impl AuthzConfig {
     fn sample_allow(&self) -> bool {
         match self.allow_sample_every {
             0 => false,
-            every => self.allow_counter.fetch_add(1, Ordering::Relaxed) % u64::from(every) == 0,
+            every => self
+                .allow_counter
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(u64::from(every)),
         }
     }
     /// Replaces the clock.

@@ -141,8 +141,7 @@ impl ResourcePolicies {
             && self
                 .allow_counter
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                % u64::from(self.allow_sample_every)
-                == 0
+                .is_multiple_of(u64::from(self.allow_sample_every))
     }
 
     /// Every (action, policy), for reports.

@@ -296,10 +296,10 @@ async fn serve_jwks(State(state): State<Arc<IdpState>>) -> Response<Body> {
     }
     let body = lock(&state.jwks).clone();
     let mut response = respond(StatusCode::OK, "application/jwk-set+json", body);
-    if let Some(value) = lock(&state.cache_control).as_deref() {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            response.headers_mut().insert(header::CACHE_CONTROL, value);
-        }
+    if let Some(value) = lock(&state.cache_control).as_deref()
+        && let Ok(value) = HeaderValue::from_str(value)
+    {
+        response.headers_mut().insert(header::CACHE_CONTROL, value);
     }
     response
 }

@@ -65,10 +65,10 @@ impl ClaimRules {
             Some(v) => Some(numeric_date(v).ok_or(Cow::Borrowed("iat is not a NumericDate"))?),
             None => None,
         };
-        if let Some(iat) = iat {
-            if iat > now.saturating_add(leeway) {
-                return Err("token issued in the future".into());
-            }
+        if let Some(iat) = iat
+            && iat > now.saturating_add(leeway)
+        {
+            return Err("token issued in the future".into());
         }
         if let Some(max) = self.max_lifetime {
             let lifetime = exp.saturating_sub(iat.unwrap_or(now));

@@ -202,10 +202,10 @@ impl KeySet {
         let mut seen_kids = std::collections::HashSet::new();
         for key in keys {
             let name = key.kid().unwrap_or("<no kid>").to_owned();
-            if let Some(kid) = key.kid() {
-                if !seen_kids.insert(kid.to_owned()) {
-                    return Err(ConfigError::new(format!("duplicate key id {kid}")));
-                }
+            if let Some(kid) = key.kid()
+                && !seen_kids.insert(kid.to_owned())
+            {
+                return Err(ConfigError::new(format!("duplicate key id {kid}")));
             }
             let Some(key) = key.restrict(allowed) else {
                 return Err(ConfigError::new(format!(
@@ -434,13 +434,13 @@ impl JwtAuthenticator {
             .cache
             .as_ref()
             .map(|_| Sha256::digest(token.as_bytes()).into());
-        if let (Some(cache), Some(hash)) = (&inner.cache, &cache_key) {
-            if let Some(hit) = cache.get(hash) {
-                if hit.generation == keys.generation && now < hit.expires_at {
-                    return Ok(hit.principal);
-                }
-                cache.remove(hash);
+        if let (Some(cache), Some(hash)) = (&inner.cache, &cache_key)
+            && let Some(hit) = cache.get(hash)
+        {
+            if hit.generation == keys.generation && now < hit.expires_at {
+                return Ok(hit.principal);
             }
+            cache.remove(hash);
         }
 
         let header = jsonwebtoken::decode_header(token)

@@ -277,12 +277,11 @@ fn cache_max_age(headers: &HeaderMap) -> Option<Duration> {
             {
                 return Some(Duration::ZERO);
             }
-            if let Some((name, seconds)) = directive.split_once('=') {
-                if name.trim().eq_ignore_ascii_case("max-age") {
-                    if let Ok(seconds) = seconds.trim().trim_matches('"').parse::<u64>() {
-                        max_age = Some(Duration::from_secs(seconds));
-                    }
-                }
+            if let Some((name, seconds)) = directive.split_once('=')
+                && name.trim().eq_ignore_ascii_case("max-age")
+                && let Ok(seconds) = seconds.trim().trim_matches('"').parse::<u64>()
+            {
+                max_age = Some(Duration::from_secs(seconds));
             }
         }
     }
@@ -570,10 +569,10 @@ impl Inner {
             return false;
         }
         let now = self.clock.now();
-        if let Some(until) = self.negative.get(kid) {
-            if now < until {
-                return self.knows(kid);
-            }
+        if let Some(until) = self.negative.get(kid)
+            && now < until
+        {
+            return self.knows(kid);
         }
         let interval = self.config.unknown_kid_interval;
         let fetch = self.join_or_start(|state| match state.last_attempt {

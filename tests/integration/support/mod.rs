@@ -428,13 +428,13 @@ pub(crate) fn check_refusal(
         (Challenge::Absent, None) => {}
         (_, got) => problems.push(format!("www-authenticate {got:?}")),
     }
-    if let Refusal::MethodNotAllowed(allow) = expected {
-        if header_str("allow") != Some(allow) {
-            problems.push(format!(
-                "allow {:?} (expected {allow:?})",
-                header_str("allow")
-            ));
-        }
+    if let Refusal::MethodNotAllowed(allow) = expected
+        && header_str("allow") != Some(allow)
+    {
+        problems.push(format!(
+            "allow {:?} (expected {allow:?})",
+            header_str("allow")
+        ));
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(mut doc) => {
