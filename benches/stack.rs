@@ -63,8 +63,12 @@ fn runtime() -> Runtime {
         .unwrap()
 }
 
+// `with_state(())` turns the handlers into routes once, as `axum::serve` does per connection;
+// without it axum rebuilds the handler's route (and its layers) on every `oneshot` request.
 fn baseline_router() -> Router {
-    Router::new().route(PATH, axum::routing::get(me))
+    Router::new()
+        .route(PATH, axum::routing::get(me))
+        .with_state(())
 }
 
 fn secure_router(key: &TestKey, cache: bool) -> Router {
@@ -91,6 +95,7 @@ fn secure_router(key: &TestKey, cache: bool) -> Router {
         .into_router()
         .unwrap()
         .layer(security)
+        .with_state(())
 }
 
 fn keys() -> Vec<(&'static str, TestKey)> {
@@ -219,6 +224,7 @@ fn bench_overhead(c: &mut Criterion) {
             .route(PATH, get(me, public()))
             .into_router()
             .unwrap()
+            .with_state(())
     };
     let secure_router_only = public_router();
     let edge_only = public_router().layer(RequestContextLayer::new());
@@ -234,7 +240,8 @@ fn bench_overhead(c: &mut Criterion) {
                 .authenticator(StaticAuthenticator(principal))
                 .build()
                 .unwrap(),
-        );
+        )
+        .with_state(());
     let jwt = JwtAuthenticator::builder()
         .issuer(ISSUER)
         .audience(AUDIENCE)
@@ -249,7 +256,8 @@ fn bench_overhead(c: &mut Criterion) {
             SecureRouter::new()
                 .route(PATH, get(me, authenticated()))
                 .into_router()
-                .unwrap(),
+                .unwrap()
+                .with_state(()),
         );
 
     let mut group = c.benchmark_group("overhead");

@@ -294,7 +294,8 @@ where
         }
         let state = EdgeState {
             method: req.method().clone(),
-            path: truncate(req.uri().path(), 256).to_owned(),
+            // Cloning the URI shares its buffer; the path is cut to size only if audited.
+            uri: req.uri().clone(),
             context: context.clone(),
             normalize: self.normalize,
             resource_metadata: self.resource_metadata.clone(),
@@ -309,7 +310,7 @@ where
 
 struct EdgeState {
     method: Method,
-    path: String,
+    uri: http::Uri,
     context: RequestContext,
     normalize: bool,
     resource_metadata: Option<HeaderValue>,
@@ -422,7 +423,7 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
         method: state.method.as_str(),
         route: route.as_ref().map(|r| &*r.0),
         path: if route.is_none() || rejection.is_some() {
-            Some(state.path.as_str())
+            Some(truncate(state.uri.path(), 256))
         } else {
             None
         },

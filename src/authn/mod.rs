@@ -106,11 +106,27 @@ pub type AuthFuture<'a> =
 pub trait Authenticator: Send + Sync + fmt::Debug + 'static {
     /// Authenticates the request head. See the [module docs](self) for the three outcomes.
     fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a>;
+
+    /// Answers without waiting when the authenticator can (a cached token, static keys, an
+    /// in-memory store): `Some(outcome)` must be exactly what [`authenticate`](Self::authenticate)
+    /// would return. `None` (the default) means only `authenticate` can tell.
+    ///
+    /// [`AuthnLayer`] asks every authenticator this first; when all of them answer, the request
+    /// goes on without a boxed future. When one cannot, all run through `authenticate`, so an
+    /// implementation must not count or log an attempt in this method (the attempt may be
+    /// evaluated twice).
+    fn authenticate_now(&self, parts: &Parts) -> Option<Result<Option<Principal>, Rejection>> {
+        let _ = parts;
+        None
+    }
 }
 
 impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
     fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
         (**self).authenticate(parts)
+    }
+    fn authenticate_now(&self, parts: &Parts) -> Option<Result<Option<Principal>, Rejection>> {
+        (**self).authenticate_now(parts)
     }
 }
 
@@ -184,33 +200,73 @@ pub async fn authenticate(
     authenticators: &[Arc<dyn Authenticator>],
     parts: &Parts,
 ) -> Result<Option<Principal>, Rejection> {
+    let has_authorization = single_authorization(parts)?;
+    let mut decided = Decided::default();
+    for authenticator in authenticators {
+        decided.add(authenticator.authenticate(parts).await)?;
+    }
+    decided.finish(has_authorization)
+}
+
+/// [`authenticate`] without waiting: `None` when an authenticator can only answer
+/// asynchronously.
+pub fn authenticate_now(
+    authenticators: &[Arc<dyn Authenticator>],
+    parts: &Parts,
+) -> Option<Result<Option<Principal>, Rejection>> {
+    let has_authorization = match single_authorization(parts) {
+        Ok(present) => present,
+        Err(rejection) => return Some(Err(rejection)),
+    };
+    let mut decided = Decided::default();
+    for authenticator in authenticators {
+        if let Err(rejection) = decided.add(authenticator.authenticate_now(parts)?) {
+            return Some(Err(rejection));
+        }
+    }
+    Some(decided.finish(has_authorization))
+}
+
+/// Whether an `Authorization` header is present; more than one is refused.
+fn single_authorization(parts: &Parts) -> Result<bool, Rejection> {
     let mut authorization = parts.headers.get_all(AUTHORIZATION).iter();
-    let has_authorization = authorization.next().is_some();
+    let present = authorization.next().is_some();
     if authorization.next().is_some() {
         return Err(Rejection::invalid_credential_request(
             "more than one Authorization header",
         ));
     }
-    let mut decided: Option<Result<Principal, Rejection>> = None;
-    for authenticator in authenticators {
-        let outcome = match authenticator.authenticate(parts).await {
-            Ok(None) => continue,
+    Ok(present)
+}
+
+/// The one-credential rule, applied as the authenticators answer.
+#[derive(Default)]
+struct Decided(Option<Result<Principal, Rejection>>);
+
+impl Decided {
+    fn add(&mut self, outcome: Result<Option<Principal>, Rejection>) -> Result<(), Rejection> {
+        let outcome = match outcome {
+            Ok(None) => return Ok(()),
             Ok(Some(principal)) => Ok(principal),
             Err(rejection) => Err(rejection),
         };
-        if decided.is_some() {
+        if self.0.is_some() {
             return Err(Rejection::invalid_credential_request(
                 "more than one credential presented",
             ));
         }
-        decided = Some(outcome);
+        self.0 = Some(outcome);
+        Ok(())
     }
-    match decided {
-        Some(outcome) => outcome.map(Some),
-        None if has_authorization => Err(Rejection::invalid_credential(
-            "unsupported Authorization scheme",
-        )),
-        None => Ok(None),
+
+    fn finish(self, has_authorization: bool) -> Result<Option<Principal>, Rejection> {
+        match self.0 {
+            Some(outcome) => outcome.map(Some),
+            None if has_authorization => Err(Rejection::invalid_credential(
+                "unsupported Authorization scheme",
+            )),
+            None => Ok(None),
+        }
     }
 }
 
@@ -223,19 +279,34 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        // The common case (cached token, static keys, in-memory stores) decides here and calls
+        // the inner service directly, with no boxed future.
+        if let Some(outcome) = authenticate_now(&self.authenticators, &parts) {
+            return match outcome {
+                Ok(Some(principal)) => {
+                    parts.extensions.insert(principal.clone());
+                    let future = self.inner.call(Request::from_parts(parts, body));
+                    ResponseFuture::inner(future, Some(principal))
+                }
+                Ok(None) => {
+                    ResponseFuture::inner(self.inner.call(Request::from_parts(parts, body)), None)
+                }
+                Err(rejection) => ResponseFuture::refused(rejection.into_deferred_response()),
+            };
+        }
         // Take the service that was driven to readiness; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authenticators = self.authenticators.clone();
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
+        ResponseFuture::waiting(Box::pin(async move {
             match authenticate(&authenticators, &parts).await {
                 Ok(Some(principal)) => {
                     parts.extensions.insert(principal.clone());
@@ -246,7 +317,78 @@ where
                 Ok(None) => inner.call(Request::from_parts(parts, body)).await,
                 Err(rejection) => Ok(rejection.into_deferred_response()),
             }
-        })
+        }))
+    }
+}
+
+type BoxedResponse<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// Response future of [`Authn`].
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        state: State<F, B, E>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F, B, E> {
+        Inner { #[pin] future: F, principal: Option<Principal> },
+        Refused { response: Option<Response<B>> },
+        Waiting { future: BoxedResponse<B, E> },
+    }
+}
+
+impl<F, B, E> ResponseFuture<F, B, E> {
+    fn inner(future: F, principal: Option<Principal>) -> Self {
+        Self {
+            state: State::Inner { future, principal },
+        }
+    }
+    fn refused(response: Response<B>) -> Self {
+        Self {
+            state: State::Refused {
+                response: Some(response),
+            },
+        }
+    }
+    fn waiting(future: BoxedResponse<B, E>) -> Self {
+        Self {
+            state: State::Waiting { future },
+        }
+    }
+}
+
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { future, principal } => {
+                let mut response = std::task::ready!(future.poll(cx))?;
+                // The audit event at the edge names the subject from the response.
+                if let Some(principal) = principal.take() {
+                    response.extensions_mut().insert(principal);
+                }
+                Poll::Ready(Ok(response))
+            }
+            StateProj::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // Polled after completion, which a caller must not do: stay pending, never panic.
+                None => Poll::Pending,
+            },
+            StateProj::Waiting { future } => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -294,13 +436,29 @@ fn trim_spaces(bytes: &[u8]) -> &[u8] {
     &bytes[start..end]
 }
 
+/// The RFC 6750 `b64token` body characters, as a table: one load per byte of a token that is
+/// checked on every request.
+const B64TOKEN_CHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
+
 /// RFC 6750 `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(token: &[u8]) -> bool {
     let body_end = token.iter().rposition(|b| *b != b'=').map_or(0, |i| i + 1);
+    // `fold` with `&` (not `all`) has no early exit, so the loop vectorizes; tokens are valid in
+    // the common case, so there is nothing to exit early for.
     body_end > 0
-        && token[..body_end].iter().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+        && token[..body_end]
+            .iter()
+            .fold(true, |ok, b| ok & B64TOKEN_CHAR[usize::from(*b)])
 }
 
 #[cfg(feature = "axum")]
@@ -347,6 +505,99 @@ mod tests {
             builder = builder.header(AUTHORIZATION, *v);
         }
         builder.body(()).unwrap().into_parts().0
+    }
+
+    /// Accepts `x-user: <name>`, refuses an empty name; answers at once only when `sync`.
+    #[derive(Debug)]
+    struct HeaderUser {
+        header: &'static str,
+        sync: bool,
+    }
+
+    impl HeaderUser {
+        fn outcome(&self, parts: &Parts) -> Result<Option<Principal>, Rejection> {
+            match parts.headers.get(self.header).map(|v| v.to_str()) {
+                None => Ok(None),
+                Some(Ok(name)) if !name.is_empty() => Ok(Some(
+                    Principal::builder(name, crate::principal::AuthMethod::Other("test".into()))
+                        .build(),
+                )),
+                Some(_) => Err(Rejection::invalid_credential("empty user")),
+            }
+        }
+    }
+
+    impl Authenticator for HeaderUser {
+        fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
+            Box::pin(std::future::ready(self.outcome(parts)))
+        }
+        fn authenticate_now(&self, parts: &Parts) -> Option<Result<Option<Principal>, Rejection>> {
+            self.sync.then(|| self.outcome(parts))
+        }
+    }
+
+    #[tokio::test]
+    async fn immediate_and_asynchronous_paths_decide_alike() {
+        use tower::{ServiceExt, service_fn};
+
+        let echo = service_fn(|req: Request<String>| async move {
+            let who = req
+                .extensions()
+                .get::<Principal>()
+                .map(|p| p.subject().to_owned());
+            Ok::<_, std::convert::Infallible>(Response::new(who.unwrap_or_default()))
+        });
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, http::StatusCode);
+        let cases: [Case; 6] = [
+            (&[], Some(""), http::StatusCode::OK),
+            (&[("x-a", "alice")], Some("alice"), http::StatusCode::OK),
+            (&[("x-b", "bob")], Some("bob"), http::StatusCode::OK),
+            (&[("x-a", "")], None, http::StatusCode::UNAUTHORIZED),
+            (
+                &[("x-a", "alice"), ("x-b", "bob")],
+                None,
+                http::StatusCode::BAD_REQUEST,
+            ),
+            (
+                &[("authorization", "Basic eA==")],
+                None,
+                http::StatusCode::UNAUTHORIZED,
+            ),
+        ];
+        // Both immediate, both asynchronous, and one of each (which takes the slow path).
+        for (sync_a, sync_b) in [(true, true), (false, false), (true, false)] {
+            let layer = AuthnLayer::new(HeaderUser {
+                header: "x-a",
+                sync: sync_a,
+            })
+            .with(HeaderUser {
+                header: "x-b",
+                sync: sync_b,
+            });
+            for (headers, subject, status) in cases {
+                let mut builder = Request::builder();
+                for (name, value) in headers {
+                    builder = builder.header(*name, *value);
+                }
+                let response = layer
+                    .layer(echo)
+                    .oneshot(builder.body(String::new()).unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), status, "{headers:?} {sync_a} {sync_b}");
+                if let Some(subject) = subject {
+                    assert_eq!(response.body(), subject);
+                    assert_eq!(
+                        response
+                            .extensions()
+                            .get::<Principal>()
+                            .map(|p| p.subject()),
+                        (!subject.is_empty()).then_some(subject),
+                        "the principal reaches the response for the audit event"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

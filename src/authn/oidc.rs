@@ -363,6 +363,12 @@ impl Authenticator for OidcProvider {
     fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
         self.inner.authenticator.authenticate(parts)
     }
+    fn authenticate_now(
+        &self,
+        parts: &Parts,
+    ) -> Option<Result<Option<crate::principal::Principal>, crate::rejection::Rejection>> {
+        self.inner.authenticator.authenticate_now(parts)
+    }
 }
 
 impl MultiIssuerBuilder {

@@ -23,8 +23,9 @@
 //! | retention margin ([`retention_margin`](RevocationBuilder::retention_margin)) | 5 min | added to every entry's lifetime; must cover the verifier's `exp` leeway |
 //! | [`MemoryRevocationStore`] capacity | 100,000 entries | when full, expired entries are evicted; if none are, the revocation fails loudly (never a silent eviction of a live entry) |
 //!
-//! Time comes from the injected [`Clock`](crate::clock::Clock); store keys are SHA-256 digests
-//! of the `jti` or subject, so their size is bounded and the raw values are not stored. No
+//! Time comes from the injected [`Clock`](crate::clock::Clock). Identifiers are at most 1 KiB;
+//! the Redis store keys them by SHA-256 digest (fixed-size keys, raw values not stored), the
+//! memory store by the identifier in a per-process keyed hash map (no digest per request). No
 //! token material, `jti` or subject is ever logged or put into an error.
 //!
 //! ```
@@ -79,6 +80,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::claims::numeric_date;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
+#[cfg(feature = "redis")]
 use sha2::{Digest, Sha256};
 
 use crate::clock::{SharedClock, SystemClock};
@@ -200,6 +202,19 @@ pub trait RevocationStore: Send + Sync + fmt::Debug + 'static {
         subject: &'a str,
         issued_at: Option<SystemTime>,
     ) -> StoreFuture<'a, Option<Revoked>>;
+
+    /// [`is_revoked`](Self::is_revoked) without waiting, for stores that can answer at once (in
+    /// memory): `Some` must be what `is_revoked` would return. The default, `None`, sends every
+    /// check through `is_revoked`.
+    fn is_revoked_now(
+        &self,
+        jti: Option<&str>,
+        subject: &str,
+        issued_at: Option<SystemTime>,
+    ) -> Option<Result<Option<Revoked>, RevocationError>> {
+        let _ = (jti, subject, issued_at);
+        None
+    }
 }
 
 impl<T: RevocationStore + ?Sized> RevocationStore for Arc<T> {
@@ -222,6 +237,14 @@ impl<T: RevocationStore + ?Sized> RevocationStore for Arc<T> {
     ) -> StoreFuture<'a, Option<Revoked>> {
         (**self).is_revoked(jti, subject, issued_at)
     }
+    fn is_revoked_now(
+        &self,
+        jti: Option<&str>,
+        subject: &str,
+        issued_at: Option<SystemTime>,
+    ) -> Option<Result<Option<Revoked>, RevocationError>> {
+        (**self).is_revoked_now(jti, subject, issued_at)
+    }
 }
 
 /// Whole Unix seconds, saturating at zero before the epoch.
@@ -238,6 +261,7 @@ pub(crate) fn issued_before(issued_at: Option<SystemTime>, not_before_secs: u64)
 }
 
 /// The SHA-256 digest a store keys an identifier by (`kind` separates jti and subject keys).
+#[cfg(feature = "redis")]
 pub(crate) fn digest(kind: &[u8], identifier: &str) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(kind);
@@ -274,10 +298,11 @@ fn check_identifier(value: &str, what: &'static str) -> Result<(), RevocationErr
 
 #[derive(Default)]
 struct MemoryState {
-    /// jti digest → expiry.
-    jtis: HashMap<[u8; 32], SystemTime>,
-    /// subject digest → (not-before in Unix seconds, expiry).
-    subjects: HashMap<[u8; 32], (u64, SystemTime)>,
+    /// jti → expiry. Identifiers are at most 1 KiB; the map's hasher is keyed per process, so
+    /// attacker-chosen identifiers cannot force collisions, and lookups need no digest.
+    jtis: HashMap<Box<str>, SystemTime>,
+    /// subject → (not-before in Unix seconds, expiry).
+    subjects: HashMap<Box<str>, (u64, SystemTime)>,
 }
 
 impl MemoryState {
@@ -384,13 +409,13 @@ impl MemoryRevocationStore {
     }
 
     fn revoke_jti_now(&self, jti: &str, expires_at: SystemTime) -> Result<(), RevocationError> {
+        check_identifier(jti, "jti")?;
         let now = self.clock.now();
         if expires_at <= now {
             return Ok(());
         }
-        let key = digest(b"jti", jti);
         let mut state = self.lock();
-        match state.jtis.get_mut(&key) {
+        match state.jtis.get_mut(jti) {
             Some(existing) => {
                 if *existing < expires_at {
                     *existing = expires_at;
@@ -398,7 +423,7 @@ impl MemoryRevocationStore {
             }
             None => {
                 self.ensure_room(&mut state, now)?;
-                state.jtis.insert(key, expires_at);
+                state.jtis.insert(jti.into(), expires_at);
             }
         }
         Ok(())
@@ -410,15 +435,15 @@ impl MemoryRevocationStore {
         not_before: SystemTime,
         ttl: Duration,
     ) -> Result<(), RevocationError> {
+        check_identifier(subject, "subject")?;
         let now = self.clock.now();
         // About 34,000 years: representable on every platform; beyond any real TTL.
         let expires_at = now
             .checked_add(ttl)
             .unwrap_or(UNIX_EPOCH + Duration::from_secs(1 << 40));
         let not_before = unix_seconds(not_before);
-        let key = digest(b"sub", subject);
         let mut state = self.lock();
-        match state.subjects.get_mut(&key) {
+        match state.subjects.get_mut(subject) {
             Some((existing_nb, existing_exp)) if *existing_exp > now => {
                 *existing_nb = (*existing_nb).max(not_before);
                 *existing_exp = (*existing_exp).max(expires_at);
@@ -426,7 +451,9 @@ impl MemoryRevocationStore {
             Some(expired) => *expired = (not_before, expires_at),
             None => {
                 self.ensure_room(&mut state, now)?;
-                state.subjects.insert(key, (not_before, expires_at));
+                state
+                    .subjects
+                    .insert(subject.into(), (not_before, expires_at));
             }
         }
         Ok(())
@@ -441,22 +468,20 @@ impl MemoryRevocationStore {
         let now = self.clock.now();
         let mut state = self.lock();
         if let Some(jti) = jti {
-            let key = digest(b"jti", jti);
-            match state.jtis.get(&key) {
+            match state.jtis.get(jti) {
                 Some(expires) if *expires > now => return Some(Revoked::Jti),
                 Some(_) => {
-                    state.jtis.remove(&key);
+                    state.jtis.remove(jti);
                 }
                 None => {}
             }
         }
-        let key = digest(b"sub", subject);
-        match state.subjects.get(&key) {
+        match state.subjects.get(subject) {
             Some((not_before, expires)) if *expires > now => {
                 issued_before(issued_at, *not_before).then_some(Revoked::Subject)
             }
             Some(_) => {
-                state.subjects.remove(&key);
+                state.subjects.remove(subject);
                 None
             }
             None => None,
@@ -487,6 +512,15 @@ impl RevocationStore for MemoryRevocationStore {
         issued_at: Option<SystemTime>,
     ) -> StoreFuture<'a, Option<Revoked>> {
         Box::pin(std::future::ready(Ok(self.lookup(jti, subject, issued_at))))
+    }
+
+    fn is_revoked_now(
+        &self,
+        jti: Option<&str>,
+        subject: &str,
+        issued_at: Option<SystemTime>,
+    ) -> Option<Result<Option<Revoked>, RevocationError>> {
+        Some(Ok(self.lookup(jti, subject, issued_at)))
     }
 }
 
@@ -638,17 +672,31 @@ impl Revocation {
     }
 
     async fn check_reason(&self, principal: &Principal) -> Result<(), &'static str> {
-        let jti = principal.attribute("jti").and_then(Value::as_str);
-        let issued_at = principal
-            .attribute("iat")
-            .and_then(numeric_date)
-            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
-        match self
+        let (jti, issued_at) = token_identity(principal);
+        let answer = self
             .inner
             .store
             .is_revoked(jti, principal.subject(), issued_at)
-            .await
-        {
+            .await;
+        self.outcome(answer)
+    }
+
+    /// The check without waiting, when the store can answer at once.
+    #[cfg(feature = "jwt")]
+    fn check_reason_now(&self, principal: &Principal) -> Option<Result<(), &'static str>> {
+        let (jti, issued_at) = token_identity(principal);
+        let answer = self
+            .inner
+            .store
+            .is_revoked_now(jti, principal.subject(), issued_at)?;
+        Some(self.outcome(answer))
+    }
+
+    fn outcome(
+        &self,
+        answer: Result<Option<Revoked>, RevocationError>,
+    ) -> Result<(), &'static str> {
+        match answer {
             Ok(None) => Ok(()),
             Ok(Some(revoked)) => Err(revoked.detail()),
             Err(error) if self.inner.fail_open => {
@@ -672,6 +720,21 @@ impl crate::authn::jwt::RevocationCheck for Revocation {
     ) -> BoxFuture<'a, Result<(), Cow<'static, str>>> {
         Box::pin(async move { self.check_reason(principal).await.map_err(Cow::Borrowed) })
     }
+
+    fn check_now(&self, principal: &Principal) -> Option<Result<(), Cow<'static, str>>> {
+        self.check_reason_now(principal)
+            .map(|outcome| outcome.map_err(Cow::Borrowed))
+    }
+}
+
+/// The `jti` and `iat` a revocation check looks at.
+fn token_identity(principal: &Principal) -> (Option<&str>, Option<SystemTime>) {
+    let jti = principal.attribute("jti").and_then(Value::as_str);
+    let issued_at = principal
+        .attribute("iat")
+        .and_then(numeric_date)
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
+    (jti, issued_at)
 }
 
 /// Configures a [`Revocation`]. Every setting documents its default in the

@@ -17,7 +17,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -123,6 +123,7 @@ impl<S> Layer<S> for PolicyGuardLayer {
             inner,
             policy: self.policy.clone(),
             config: self.config.clone(),
+            route: Arc::default(),
         }
     }
 }
@@ -133,6 +134,9 @@ pub struct PolicyGuard<S> {
     inner: S,
     policy: SharedPolicy,
     config: Option<Arc<AuthzConfig>>,
+    /// The template this guard's route matched last time, shared by the per-request clones so
+    /// the common case (one template per guard) costs a comparison, not an allocation.
+    route: Arc<OnceLock<Arc<str>>>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for PolicyGuard<S> {
@@ -144,16 +148,27 @@ impl<S: fmt::Debug> fmt::Debug for PolicyGuard<S> {
     }
 }
 
-fn route_of<B>(req: &Request<B>) -> Option<Arc<str>> {
+fn route_of<B>(req: &Request<B>, seen: &OnceLock<Arc<str>>) -> Option<Arc<str>> {
     if let Some(MatchedRoute(route)) = req.extensions().get::<MatchedRoute>() {
         return Some(route.clone());
     }
+    let template = template_of(req)?;
+    // A guard usually serves one template; a router nested twice can show it several.
+    let cached = seen.get_or_init(|| Arc::from(template));
+    Some(if **cached == *template {
+        cached.clone()
+    } else {
+        Arc::from(template)
+    })
+}
+
+fn template_of<B>(req: &Request<B>) -> Option<&str> {
     #[cfg(feature = "axum")]
     if let Some(matched) = req.extensions().get::<axum::extract::MatchedPath>() {
-        return Some(Arc::from(matched.as_str()));
+        return Some(matched.as_str());
     }
     // gRPC method paths are exact (`/package.Service/Method`); there is no template to match.
-    is_grpc(req.headers()).then(|| Arc::from(req.uri().path()))
+    is_grpc(req.headers()).then(|| req.uri().path())
 }
 
 #[cfg(feature = "axum")]
@@ -193,7 +208,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let Some(route) = route_of(&req) else {
+        let Some(route) = route_of(&req, &self.route) else {
             let rejection = Rejection::forbidden("no matched route to authorize")
                 .with_policy_id(self.policy.id().clone());
             return GuardFuture::denied(rejection.into_deferred_response());

@@ -47,6 +47,12 @@ fn unavailable(why: &str) -> Option<Idp> {
 impl Idp {
     async fn start() -> Option<Idp> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc-provider");
+        // Tests start providers concurrently: one installs, the others wait for it instead of
+        // starting node against a half-written node_modules.
+        static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let installing = INSTALL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !dir.join("node_modules/oidc-provider").exists() {
             let installed = Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund"])
@@ -59,6 +65,7 @@ impl Idp {
                 return unavailable("node packages are not installed and `npm ci` failed");
             }
         }
+        drop(installing);
         let mut child = match Command::new("node")
             .arg("server.mjs")
             .current_dir(&dir)

@@ -153,6 +153,13 @@ pub trait RevocationCheck: Send + Sync + fmt::Debug + 'static {
         &'a self,
         principal: &'a Principal,
     ) -> futures_util::future::BoxFuture<'a, Result<(), Cow<'static, str>>>;
+
+    /// [`check`](Self::check) without waiting, for checks that can answer at once: `Some` must
+    /// be what `check` would return. The default, `None`, sends every check through `check`.
+    fn check_now(&self, principal: &Principal) -> Option<Result<(), Cow<'static, str>>> {
+        let _ = principal;
+        None
+    }
 }
 
 /// Why a verification failed.
@@ -493,6 +500,30 @@ impl Authenticator for JwtAuthenticator {
                 None => Ok(None),
             }
         })
+    }
+
+    /// Everything but a key refresh for an unknown `kid` and a revocation store that cannot
+    /// answer at once.
+    fn authenticate_now(&self, parts: &Parts) -> Option<Result<Option<Principal>, Rejection>> {
+        let token = match bearer_token(parts) {
+            Ok(Some(token)) => token,
+            Ok(None) => return Some(Ok(None)),
+            Err(rejection) => return Some(Err(rejection)),
+        };
+        let principal = match self.verify_inner(token) {
+            Ok(principal) => principal,
+            Err(VerifyError::UnknownKid(_)) => return None,
+            Err(e) => return Some(Err(Rejection::invalid_credential(e.reason()))),
+        };
+        let Some(revocation) = &self.inner.revocation else {
+            return Some(Ok(Some(principal)));
+        };
+        let outcome = revocation.check_now(&principal)?;
+        Some(
+            outcome
+                .map(|()| Some(principal))
+                .map_err(Rejection::invalid_credential),
+        )
     }
 }
 
