@@ -85,6 +85,7 @@
 //! picks its own bucket. Each replica has its own in-memory state: with N replicas behind a
 //! round-robin balancer a client gets up to N times the quota. See `docs/deployment.md`.
 
+mod future;
 mod gcra;
 mod layer;
 pub mod lockout;
@@ -93,14 +94,13 @@ pub mod store;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-pub use layer::{
-    RateLimit, RateLimitKey, RateLimitLayer, RateLimitLayerBuilder, RateLimitStats, ResponseFuture,
-};
+pub use future::ResponseFuture;
+pub use layer::{RateLimit, RateLimitKey, RateLimitLayer, RateLimitLayerBuilder, RateLimitStats};
 pub use store::{MemoryStore, MemoryStoreBuilder};
 
 /// Response headers of a refusal that the edge keeps when it renders the problem document:
 /// `RateLimit-Policy` and `RateLimit`.
-pub const REFUSAL_HEADERS: [&str; 2] = [layer::POLICY_HEADER, layer::STATE_HEADER];
+pub const REFUSAL_HEADERS: [&str; 2] = [future::POLICY_HEADER, future::STATE_HEADER];
 
 /// How many requests a key may make: `count` per `period`, with up to `burst` at once.
 ///
