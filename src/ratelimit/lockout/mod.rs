@@ -104,9 +104,8 @@
 //! Many clients behind one NAT share an address: an attacker there can block them (bounded by
 //! the lockout duration); configure an identity extractor to key per (identity, address).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -125,7 +124,7 @@ use crate::error::ConfigError;
 use crate::principal::Principal;
 use crate::ratelimit::future::Finish;
 pub use crate::ratelimit::future::ResponseFuture;
-use crate::ratelimit::store::duration_nanos;
+use crate::ratelimit::store::{IdMap, SipKey, duration_nanos, shard_index};
 use crate::rejection::{Rejection, RejectionKind};
 
 #[cfg(feature = "redis")]
@@ -193,7 +192,7 @@ impl Entry {
 
 #[derive(Default)]
 struct Shard {
-    entries: HashMap<u64, Entry>,
+    entries: IdMap<Entry>,
     overflow: Entry,
     next_sweep: u64,
 }
@@ -215,7 +214,7 @@ struct Config {
     per_shard: usize,
     /// The in-process counters: the state itself, or the fallback of a shared store.
     shards: Box<[Mutex<Shard>]>,
-    hasher: std::collections::hash_map::RandomState,
+    hash_key: SipKey,
     clock: SharedClock,
     shadow: bool,
     counters: Counters,
@@ -472,7 +471,7 @@ impl LockoutLayerBuilder {
                 },
                 per_shard: self.max_keys / SHARDS,
                 shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-                hasher: std::collections::hash_map::RandomState::new(),
+                hash_key: SipKey::random(),
                 clock: self.clock,
                 shadow: self.shadow,
                 counters: Counters::default(),
@@ -502,7 +501,7 @@ enum Block {
 impl Config {
     fn key(&self, ip: Option<IpAddr>, identity: Option<&str>) -> Key {
         let ip = ip.map(|ip| self.resolver.key(ip));
-        let mut h = self.hasher.build_hasher();
+        let mut h = self.hash_key.hasher();
         ip.hash(&mut h);
         identity.hash(&mut h);
         Key {
@@ -513,8 +512,9 @@ impl Config {
     }
 
     fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
-        let index = usize::try_from(hash % SHARDS as u64).unwrap_or(0) % self.shards.len();
-        // `shards` has SHARDS elements and the index is reduced modulo its length.
+        // `shards` has SHARDS (a power of two) elements and the index is reduced modulo its
+        // length.
+        let index = shard_index(hash, SHARDS as u64 - 1) % self.shards.len();
         let shard = &self.shards[index];
         shard.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -252,21 +252,11 @@ impl RedisRateLimitStore {
         };
         match inner.conn.run("ratelimit", call).await {
             Ok((allowed, value, reset)) => {
-                let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+                let nanos = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(1_000);
                 Ok(if allowed == 1 {
-                    RateLimitDecision {
-                        allowed: true,
-                        remaining: u32::try_from(value).unwrap_or(0),
-                        retry_after: Duration::ZERO,
-                        reset: micros(reset),
-                    }
+                    RateLimitDecision::allow(u64::try_from(value).unwrap_or(0), 1, nanos(reset))
                 } else {
-                    RateLimitDecision {
-                        allowed: false,
-                        remaining: 0,
-                        retry_after: micros(value),
-                        reset: micros(reset),
-                    }
+                    RateLimitDecision::refuse(nanos(value), nanos(reset))
                 })
             }
             Err(failure) => Err(failure.reason()),
