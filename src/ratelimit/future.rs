@@ -47,6 +47,14 @@ impl Finish {
     }
 }
 
+/// Takes the service that `poll_ready` drove to readiness and leaves a fresh clone in its place,
+/// for a call that awaits a shared store before reaching it (tower's readiness contract).
+#[cfg(feature = "redis")]
+pub(crate) fn take_ready<S: Clone>(slot: &mut S) -> S {
+    let clone = slot.clone();
+    std::mem::replace(slot, clone)
+}
+
 pub(crate) fn append(headers: &mut http::HeaderMap, policy: HeaderValue, state: HeaderValue) {
     headers.append(POLICY_HEADER, policy);
     headers.append(STATE_HEADER, state);

@@ -597,9 +597,7 @@ impl<S> RateLimit<S> {
         ReqBody: Send + 'static,
         ResBody: Default + Send + 'static,
     {
-        // Take the service that was driven to readiness; leave a fresh clone in its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::ratelimit::future::take_ready(&mut self.inner);
         let config = self.config.clone();
         let (parts, body) = req.into_parts();
         let key = config.key_text(&parts);

@@ -803,9 +803,7 @@ impl<S> Lockout<S> {
         ReqBody: Send + 'static,
         ResBody: Default + Send + 'static,
     {
-        // Take the service that was driven to readiness; leave a fresh clone in its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::ratelimit::future::take_ready(&mut self.inner);
         let config = self.config.clone();
         ResponseFuture::boxed(Box::pin(async move {
             if let Some((wait, block)) = config.blocked_for(&key).await
