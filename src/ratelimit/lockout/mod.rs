@@ -601,25 +601,39 @@ impl Config {
     /// Whether the key is blocked, and why: the shared store when there is one (following its
     /// failure mode when it does not answer), the local counters otherwise.
     async fn blocked_for(&self, key: &Key) -> Option<(Duration, Block)> {
+        self.check(key).await.0
+    }
+
+    /// [`blocked_for`](Self::blocked_for), and whether the key may hold failures (a success
+    /// then has something to clear).
+    async fn check(&self, key: &Key) -> (Option<(Duration, Block)>, bool) {
         let now = self.clock.now();
         #[cfg(feature = "redis")]
         if let (Some(store), Some(shared)) = (&self.shared, &key.shared) {
             use crate::ratelimit::store::FailureMode;
             return match store.blocked_for(shared, now).await {
-                Ok(wait) => wait.map(|w| (w, Block::Key)),
+                Ok((wait, exists)) => (wait.map(|w| (w, Block::Key)), exists),
                 Err(failure) => match store.note_failure(&failure, "check") {
-                    FailureMode::FailOpen => self
-                        .local_blocked_for(key.hash, now)
-                        .map(|w| (w, Block::Key)),
-                    _ => Some((
-                        Duration::from_nanos(self.policy.base_delay),
-                        Block::StoreUnavailable,
-                    )),
+                    FailureMode::FailOpen => (
+                        self.local_blocked_for(key.hash, now)
+                            .map(|w| (w, Block::Key)),
+                        true,
+                    ),
+                    _ => (
+                        Some((
+                            Duration::from_nanos(self.policy.base_delay),
+                            Block::StoreUnavailable,
+                        )),
+                        true,
+                    ),
                 },
             };
         }
-        self.local_blocked_for(key.hash, now)
-            .map(|w| (w, Block::Key))
+        (
+            self.local_blocked_for(key.hash, now)
+                .map(|w| (w, Block::Key)),
+            true,
+        )
     }
 
     async fn record_failure(&self, key: &Key) {
@@ -806,7 +820,8 @@ impl<S> Lockout<S> {
         let mut inner = crate::ratelimit::future::take_ready(&mut self.inner);
         let config = self.config.clone();
         ResponseFuture::boxed(Box::pin(async move {
-            if let Some((wait, block)) = config.blocked_for(&key).await
+            let (blocked, may_hold_failures) = config.check(&key).await;
+            if let Some((wait, block)) = blocked
                 && let Some(response) = config.refusal(wait, block)
             {
                 return Ok(response);
@@ -814,7 +829,8 @@ impl<S> Lockout<S> {
             let response = inner.call(req).await?;
             match verdict(&response) {
                 Some(false) => config.record_failure(&key).await,
-                Some(true) if has_identity => config.clear(&key).await,
+                // Nothing to clear (the usual case) costs no round trip.
+                Some(true) if has_identity && may_hold_failures => config.clear(&key).await,
                 _ => {}
             }
             Ok(response)

@@ -243,27 +243,30 @@ impl RedisLockoutStore {
         )
     }
 
-    /// How long the key is blocked for at `now`, if it is.
+    /// How long the key is blocked for at `now`, if it is, and whether it has an entry at all
+    /// (so a success clears only what exists, without a round trip otherwise).
     pub(super) async fn blocked_for(
         &self,
         key: &str,
         now: SystemTime,
-    ) -> Result<Option<Duration>, RedisFailure> {
+    ) -> Result<(Option<Duration>, bool), RedisFailure> {
         let conn = &self.inner.conn;
-        let until: Option<u64> = conn
+        let (failures, until): (Option<u64>, Option<u64>) = conn
             .run("lockout check", async {
                 let mut c = conn.connection().await?;
-                redis::cmd("HGET")
+                redis::cmd("HMGET")
                     .arg(key)
+                    .arg("f")
                     .arg("b")
-                    .query_async::<Option<u64>>(&mut c)
+                    .query_async(&mut c)
                     .await
             })
             .await?;
         let now = unix_micros(now);
-        Ok(until
+        let blocked = until
             .filter(|until| *until > now)
-            .map(|until| Duration::from_micros(until - now)))
+            .map(|until| Duration::from_micros(until - now));
+        Ok((blocked, failures.is_some()))
     }
 
     /// Counts one failure for the key at `now` under `policy`.
