@@ -624,6 +624,59 @@ mod tests {
         }
     }
 
+    /// The Lua script and the in-memory entry apply the same rules: the same failure counts,
+    /// outcomes and blocks over pseudo-random sequences of failures, for several rule sets.
+    #[tokio::test]
+    async fn the_script_follows_the_in_memory_rules() {
+        use crate::ratelimit::lockout::Entry;
+        let Some(store) = live_store(&unique_prefix("lockout")).await else {
+            return;
+        };
+        let policies = [
+            (3, 5, 1_000, 900_000, 60_000),
+            (1, 1, 250, 5_000, 2_000),
+            (2, 8, 100, 3_000, 10_000),
+        ];
+        let start = SystemTime::now();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for (n, (backoff_after, lock_after, base_ms, lockout_ms, window_ms)) in
+            policies.into_iter().enumerate()
+        {
+            let ms = |v: u64| v * 1_000_000;
+            let policy = Policy {
+                backoff_after,
+                lock_after,
+                base_delay: ms(base_ms),
+                lockout: ms(lockout_ms),
+                window: ms(window_ms),
+            };
+            let key = store.key(None, Some(&format!("policy-{n}")));
+            let mut entry = Entry::default();
+            let mut now = start;
+            for step in 0..60 {
+                // Gaps from 0 ms to about 1.5 windows, in whole milliseconds.
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                now += Duration::from_millis((seed >> 33) % (window_ms * 3 / 2));
+                let now_ns = crate::ratelimit::lockout::unix_nanos(now);
+                let expected = entry.fail(now_ns, &policy);
+                let (failures, outcome) = store.record_failure(&key, now, &policy).await.unwrap();
+                assert_eq!(
+                    (failures, outcome),
+                    (entry.failures, expected),
+                    "policy {n}, step {step}"
+                );
+                let (blocked, exists) = store.blocked_for(&key, now).await.unwrap();
+                let expected_block = (entry.blocked_until > now_ns)
+                    .then(|| Duration::from_nanos(entry.blocked_until - now_ns));
+                assert_eq!(blocked, expected_block, "policy {n}, step {step}");
+                assert!(exists);
+            }
+        }
+        assert_eq!(store.failures(), 0);
+    }
+
     #[test]
     fn configuration_is_checked_and_never_shows_the_password() {
         let store = RedisLockoutStore::builder("redis://:hunter2-secret@127.0.0.1:6379/0")
