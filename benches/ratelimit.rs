@@ -6,7 +6,9 @@
 //!   client address drawn from 10 000 distinct keys (target ≤ 150 ns), including reading the
 //!   system clock; the same for a store at its bound (keys churning through the overflow
 //!   path); and one check through the [`RateLimitLayer`] around a no-op service;
-//! - `lockout`: the lockout layer's lookup for a client with no failures;
+//! - `lockout`: the lockout layer's lookup for a client with no failures, in memory and (as
+//!   `redis_layer_call_no_failures`) against the Redis lockout store at `REDIS_URL` (one `HMGET`
+//!   per request; skipped with a message when no Redis answers);
 //! - `concurrent32`: 32 tokio tasks on a multi-thread runtime checking concurrently, each over
 //!   its own keys, against the local store and against the Redis store at `REDIS_URL` (default
 //!   `redis://127.0.0.1:6379`, skipped with a message when none answers). The reported time is
@@ -25,7 +27,7 @@ use std::time::SystemTime;
 use criterion::Criterion;
 use http::{Request, Response};
 use portcullis::context::ClientIp;
-use portcullis::ratelimit::lockout::LockoutLayer;
+use portcullis::ratelimit::lockout::{LockoutLayer, RedisLockoutStore};
 use portcullis::ratelimit::store::RedisRateLimitStore;
 use portcullis::ratelimit::{MemoryStore, Quota, RateLimitKey, RateLimitLayer};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -175,6 +177,40 @@ fn concurrent(c: &mut Criterion) {
             })
         });
         assert_eq!(redis.failures(), 0, "Redis failed during the benchmark");
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("lockout");
+    let store = RedisLockoutStore::builder(&url)
+        .key_prefix("portcullis-bench:lockout:")
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let lockout = LockoutLayer::builder()
+        .redis(store.clone())
+        .build()
+        .unwrap();
+    let svc = lockout.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(()))
+    }));
+    let keys = ips(10_000);
+    let request = |ip: IpAddr| {
+        let mut req = Request::new(());
+        req.extensions_mut().insert(ClientIp(ip));
+        req
+    };
+    rt.block_on(svc.clone().oneshot(request(keys[0]))).unwrap();
+    if store.failures() > 0 {
+        eprintln!("!!! no Redis answering at {url}: skipping lockout/redis_layer_call_no_failures");
+    } else {
+        let mut k = 0usize;
+        group.bench_function("redis_layer_call_no_failures", |b| {
+            b.iter(|| {
+                k = (k + 1) % keys.len();
+                black_box(rt.block_on(svc.clone().oneshot(request(keys[k]))).unwrap())
+            })
+        });
+        assert_eq!(store.failures(), 0, "Redis failed during the benchmark");
     }
     group.finish();
 }

@@ -33,7 +33,7 @@ use portcullis::authz::cedar::CedarPolicy;
 use portcullis::authz::{Rbac, SharedPolicy, authenticated, has_role, public};
 use portcullis::context::RequestContextLayer;
 use portcullis::principal::Principal;
-use portcullis::ratelimit::lockout::LockoutLayer;
+use portcullis::ratelimit::lockout::{LockoutLayer, RedisLockoutStore};
 use portcullis::ratelimit::store::{FailureMode, RedisRateLimitStore};
 use portcullis::ratelimit::{Quota, RateLimitKey, RateLimitLayer};
 use portcullis::rejection::{Rejection, RejectionKind};
@@ -331,8 +331,10 @@ async fn revocation_from_env() -> Result<Revocation, Box<dyn std::error::Error>>
 /// authentication, per subject after it. `PORTCULLIS_RATE_PER_SEC` (default 100000) and
 /// `PORTCULLIS_RATE_BURST` (default 2 × the rate) set both limits; the defaults are generous so
 /// a load test from one address measures the stack rather than the limiter; a real deployment
-/// sets them (for instance 50 and 100). With `REDIS_URL` the limits are shared by every replica
-/// and fall back to the local limiter (counted, audited) when Redis does not answer.
+/// sets them (for instance 50 and 100). With `REDIS_URL` the limits and the lockout counters are
+/// shared by every replica and fall back to per-replica state (counted, audited) when Redis does
+/// not answer: the lockout wraps every route, `/health` included, so failing closed would turn a
+/// Redis outage into an outage of the whole API.
 struct AbuseLimits {
     per_ip: RateLimitLayer,
     lockout: LockoutLayer,
@@ -354,14 +356,22 @@ impl AbuseLimits {
         let rate = number("PORTCULLIS_RATE_PER_SEC", 100_000)?;
         let burst = number("PORTCULLIS_RATE_BURST", rate.get().saturating_mul(2))?;
         let quota = Quota::per_second(rate).with_burst(burst);
-        let redis = match std::env::var("REDIS_URL") {
-            Ok(url) => Some(
-                RedisRateLimitStore::builder(url)
-                    .key_prefix("portcullis-demo:ratelimit:")
-                    .failure_mode(FailureMode::FailOpen)
-                    .build()?,
+        let (redis, lockout) = match std::env::var("REDIS_URL") {
+            Ok(url) => (
+                Some(
+                    RedisRateLimitStore::builder(&url)
+                        .key_prefix("portcullis-demo:ratelimit:")
+                        .failure_mode(FailureMode::FailOpen)
+                        .build()?,
+                ),
+                LockoutLayer::builder().redis(
+                    RedisLockoutStore::builder(&url)
+                        .key_prefix("portcullis-demo:lockout:")
+                        .failure_mode(FailureMode::FailOpen)
+                        .build()?,
+                ),
             ),
-            Err(_) => None,
+            Err(_) => (None, LockoutLayer::builder()),
         };
         let limit = |name: &str, key: RateLimitKey| {
             let builder = RateLimitLayer::builder(name).quota(quota).key(key);
@@ -371,7 +381,7 @@ impl AbuseLimits {
             }
         };
         eprintln!(
-            "rate limits: {rate}/s, burst {burst}, per client IP and per subject ({})",
+            "rate limits: {rate}/s, burst {burst}, per client IP and per subject; lockout ({})",
             if redis.is_some() {
                 "Redis, fail open"
             } else {
@@ -380,7 +390,7 @@ impl AbuseLimits {
         );
         Ok(Self {
             per_ip: limit("per-ip", RateLimitKey::client_ip())?,
-            lockout: LockoutLayer::builder().build()?,
+            lockout: lockout.build()?,
             per_subject: limit("per-subject", RateLimitKey::subject())?,
         })
     }

@@ -1,22 +1,38 @@
 //! JSON claim helpers shared by the authenticators and the attribute policies.
 
-#[cfg(feature = "jwt")]
 use serde_json::Map;
 use serde_json::Value;
 
-#[cfg(feature = "jwt")]
 /// A claim by name, whole first (namespaced claims such as `https://example.com/roles` contain
-/// dots), then as a dotted path (`realm_access.roles`).
+/// dots), then as a dotted path (`realm_access.roles`). Used for principal claims (JWT,
+/// introspection, ABAC) and resource attributes.
 pub(crate) fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if let Some(v) = claims.get(path) {
+    if let Some(v) = get(claims, path) {
         return Some(v);
     }
+    if !path.contains('.') {
+        return None;
+    }
     let mut segments = path.split('.');
-    let mut current = claims.get(segments.next()?)?;
+    let mut current = get(claims, segments.next()?)?;
     for segment in segments {
-        current = current.as_object()?.get(segment)?;
+        current = get(current.as_object()?, segment)?;
     }
     Some(current)
+}
+
+/// Maps at most this large are searched by scanning their keys.
+const SCAN_UP_TO: usize = 16;
+
+/// `map.get(key)`, scanning small maps: comparing a few short keys (lengths first) costs less
+/// than hashing the key, which `serde_json` does with SipHash when its `preserve_order` feature
+/// is on (as another dependency, `cedar-policy`, turns it on).
+fn get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if map.len() <= SCAN_UP_TO {
+        map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        map.get(key)
+    }
 }
 
 #[cfg(feature = "jwt")]

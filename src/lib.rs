@@ -25,7 +25,7 @@
 //! | `jwt` | yes | [`authn::jwt`]: JWT verification from static keys (aws-lc-rs) |
 //! | `oidc` | no | remote JWKS ([`authn::jwt::RemoteJwks`]) and OpenID Connect discovery ([`authn::oidc`]), over HTTPS with rustls |
 //! | `tonic` | no | reads tonic's connection info for client addresses |
-//! | `redis` | no | [`authn::revocation::RedisRevocationStore`] and the Redis rate-limit store: state shared across replicas |
+//! | `redis` | no | [`authn::revocation::RedisRevocationStore`], the Redis rate-limit and lockout stores: state shared across replicas |
 //! | `config` | no | [`authz::config::PolicyFile`]: roles and route / gRPC policies from a TOML file |
 //! | `testing` | no | [`testing`]: key generation, token minting and an in-process identity provider for tests (enables `axum`) |
 //! | `cedar` | no | [`authz::cedar`]: Cedar policies (the `cedar-policy` crate) as a `Policy`, validated against a Cedar schema at startup |
@@ -54,6 +54,8 @@ pub mod ratelimit;
 pub mod rejection;
 pub mod routing;
 mod security;
+#[cfg(feature = "redis")]
+mod shared_redis;
 #[cfg(feature = "testing")]
 pub mod testing;
 

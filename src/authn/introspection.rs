@@ -89,6 +89,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::authn::jwt::JwtAuthenticator;
+use crate::authn::jwt::remote;
 use crate::authn::{AuthFuture, Authenticator, bearer_token};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::ConfigError;
@@ -552,30 +553,13 @@ impl IntrospectionAuthenticatorBuilder {
 
     /// Checks the configuration and builds the authenticator.
     pub fn build(self) -> Result<IntrospectionAuthenticator, ConfigError> {
-        let endpoint = reqwest::Url::parse(&self.endpoint)
-            .map_err(|_| ConfigError::new("the introspection endpoint is not a valid URL"))?;
-        match endpoint.scheme() {
-            "https" => {}
-            "http" if self.allow_http => {}
-            "http" => {
-                return Err(ConfigError::new(
-                    "the introspection endpoint must use https (insecure_allow_http permits http, for tests on loopback)",
-                ));
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    "the introspection endpoint must be an https URL",
-                ));
-            }
-        }
-        if endpoint.host_str().is_none_or(str::is_empty) {
-            return Err(ConfigError::new("the introspection endpoint has no host"));
-        }
-        if !endpoint.username().is_empty() || endpoint.password().is_some() {
-            return Err(ConfigError::new(
-                "the introspection endpoint URL must not carry credentials (use client_credentials)",
-            ));
-        }
+        // The same URL rules (https unless insecure_allow_http, a host, no credentials in it)
+        // and HTTP client settings as the JWKS and discovery fetchers.
+        let endpoint = remote::parse_url(
+            "the introspection endpoint",
+            &self.endpoint,
+            self.allow_http,
+        )?;
         let Some((client_id, secret)) = self.client else {
             return Err(ConfigError::new(
                 "introspection needs client_credentials (client_secret_basic)",
@@ -613,14 +597,7 @@ impl IntrospectionAuthenticatorBuilder {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(credentials.as_bytes())
         ));
-        let http = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .timeout(self.timeout)
-            .https_only(!self.allow_http)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|_| ConfigError::new("cannot build the introspection HTTP client"))?;
+        let http = remote::http_client(self.connect_timeout, self.timeout, self.allow_http)?;
         let mut shown = endpoint.clone();
         shown.set_query(None);
         shown.set_fragment(None);

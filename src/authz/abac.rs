@@ -40,6 +40,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{Decision, DenyCode, Policy, PolicyContext, SharedPolicy};
+use crate::claims::lookup;
 use crate::client_ip::IpNet;
 use crate::error::ConfigError;
 
@@ -128,35 +129,6 @@ impl Resolved<'_> {
             }
             _ => false,
         }
-    }
-}
-
-fn lookup<'a>(root: &'a serde_json::Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if let Some(v) = get(root, path) {
-        return Some(v);
-    }
-    if !path.contains('.') {
-        return None;
-    }
-    let mut segments = path.split('.');
-    let mut current = get(root, segments.next()?)?;
-    for segment in segments {
-        current = get(current.as_object()?, segment)?;
-    }
-    Some(current)
-}
-
-/// Maps at most this large are searched by scanning their keys.
-const SCAN_UP_TO: usize = 16;
-
-/// `map.get(key)`, scanning small maps: comparing a few short keys (lengths first) costs less
-/// than hashing the key, which `serde_json` does with SipHash when its `preserve_order` feature
-/// is on (as another dependency, `cedar-policy`, turns it on).
-fn get<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
-    if map.len() <= SCAN_UP_TO {
-        map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
-    } else {
-        map.get(key)
     }
 }
 

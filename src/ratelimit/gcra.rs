@@ -4,8 +4,6 @@
 //! `max(TAT, now) - now <= tau` (the burst tolerance), and then moves the TAT by one emission
 //! interval `T = period / count`. `tau = T * (burst - 1)`.
 
-use std::time::Duration;
-
 use crate::ratelimit::{Quota, RateLimitDecision};
 
 /// Checks one request against `tat` (0 = never seen) at `now`. Returns the decision and the TAT
@@ -16,34 +14,18 @@ pub(crate) fn check(quota: &Quota, tat: u64, now: u64) -> (RateLimitDecision, u6
     let tat = tat.max(now);
     let allow_at = tat.saturating_sub(tau);
     if now < allow_at {
-        let decision = RateLimitDecision {
-            allowed: false,
-            remaining: 0,
-            retry_after: Duration::from_nanos(allow_at - now),
-            reset: Duration::from_nanos(tat - now),
-        };
+        let decision = RateLimitDecision::refuse(allow_at - now, tat - now);
         return (decision, tat);
     }
     let new_tat = tat.saturating_add(t);
     // Units left after this one: how many more emission intervals fit under the tolerance.
-    let remaining = (now.saturating_add(tau) - tat) / t.max(1);
-    let decision = RateLimitDecision {
-        allowed: true,
-        remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
-        retry_after: Duration::ZERO,
-        reset: Duration::from_nanos(new_tat - now),
-    };
+    let decision = RateLimitDecision::allow(now.saturating_add(tau) - tat, t, new_tat - now);
     (decision, new_tat)
 }
 
 /// A refusal used when the state cannot be reached and the configuration says to refuse.
 pub(crate) fn deny_all(quota: &Quota) -> RateLimitDecision {
-    RateLimitDecision {
-        allowed: false,
-        remaining: 0,
-        retry_after: Duration::from_nanos(quota.emission_nanos()),
-        reset: Duration::from_nanos(quota.emission_nanos()),
-    }
+    RateLimitDecision::refuse(quota.emission_nanos(), quota.emission_nanos())
 }
 
 #[cfg(test)]
@@ -51,6 +33,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::num::NonZeroU32;
+    use std::time::Duration;
 
     fn quota(count: u32, burst: u32) -> Quota {
         Quota::per_second(NonZeroU32::new(count).unwrap())
@@ -64,16 +47,16 @@ mod tests {
         let now = 1_000_000_000_000;
         for expected_remaining in (0..5).rev() {
             let (d, t) = check(&q, tat, now);
-            assert!(d.allowed);
-            assert_eq!(d.remaining, expected_remaining);
+            assert!(d.is_allowed());
+            assert_eq!(d.remaining(), expected_remaining);
             tat = t;
         }
         let (d, t2) = check(&q, tat, now);
-        assert!(!d.allowed);
+        assert!(!d.is_allowed());
         assert_eq!(t2, tat);
-        assert_eq!(d.retry_after, Duration::from_millis(100));
+        assert_eq!(d.retry_after(), Duration::from_millis(100));
         let (d, _) = check(&q, tat, now + 100_000_000);
-        assert!(d.allowed);
+        assert!(d.is_allowed());
     }
 
     proptest! {
@@ -93,14 +76,14 @@ mod tests {
                 now += gap;
                 let (d, t) = check(&q, tat, now);
                 tat = t;
-                if d.allowed {
+                if d.is_allowed() {
                     allowed += 1;
-                    prop_assert!(d.retry_after.is_zero());
+                    prop_assert!(d.retry_after().is_zero());
                 } else {
-                    prop_assert!(d.retry_after > Duration::ZERO);
+                    prop_assert!(d.retry_after() > Duration::ZERO);
                     // Retrying after the advertised delay succeeds.
-                    let (again, _) = check(&q, tat, now + d.retry_after.as_nanos() as u64);
-                    prop_assert!(again.allowed);
+                    let (again, _) = check(&q, tat, now + d.retry_after().as_nanos() as u64);
+                    prop_assert!(again.is_allowed());
                 }
             }
             let elapsed = now - start;

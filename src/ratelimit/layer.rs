@@ -1,18 +1,15 @@
-//! [`RateLimitLayer`] → [`RateLimit`] → [`ResponseFuture`].
+//! [`RateLimitLayer`] → [`RateLimit`] → [`ResponseFuture`](super::ResponseFuture).
 
 use std::fmt;
-use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::header::HeaderValue;
 use http::request::Parts;
 use http::{Request, Response};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -21,13 +18,9 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::context::ClientIp;
 use crate::error::ConfigError;
 use crate::principal::{AuthMethod, Principal};
+use crate::ratelimit::future::{Finish, ResponseFuture};
 use crate::ratelimit::{MemoryStore, Quota, RateLimitDecision, ceil_secs};
 use crate::rejection::{Rejection, RejectionKind};
-
-/// The `RateLimit-Policy` header name.
-pub(crate) const POLICY_HEADER: &str = "ratelimit-policy";
-/// The `RateLimit` header name.
-pub(crate) const STATE_HEADER: &str = "ratelimit";
 
 type Extractor = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 
@@ -548,7 +541,7 @@ impl Config {
         .with_retry_after(decision.retry_after())
         .into_deferred_response::<B>();
         if let Some((policy, state)) = self.state_header(index, &decision) {
-            append(response.headers_mut(), policy, state);
+            crate::ratelimit::future::append(response.headers_mut(), policy, state);
         }
         Verdict::Refuse(response)
     }
@@ -583,10 +576,9 @@ where
             (config.check(req.extensions(), None), req)
         };
         match config.verdict(outcome) {
-            Verdict::Pass(headers) => ResponseFuture::new(State::Inner {
-                future: self.inner.call(req),
-                headers,
-            }),
+            Verdict::Pass(headers) => {
+                ResponseFuture::inner(self.inner.call(req), Finish::headers(headers))
+            }
             Verdict::Refuse(response) => ResponseFuture::refused(response),
         }
     }
@@ -605,9 +597,7 @@ impl<S> RateLimit<S> {
         ReqBody: Send + 'static,
         ResBody: Default + Send + 'static,
     {
-        // Take the service that was driven to readiness; leave a fresh clone in its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::ratelimit::future::take_ready(&mut self.inner);
         let config = self.config.clone();
         let (parts, body) = req.into_parts();
         let key = config.key_text(&parts);
@@ -627,96 +617,13 @@ impl<S> RateLimit<S> {
             match config.verdict(outcome) {
                 Verdict::Pass(headers) => {
                     let mut response = inner.call(Request::from_parts(parts, body)).await?;
-                    if let Some((policy, state)) = headers {
-                        append(response.headers_mut(), policy, state);
-                    }
+                    Finish::headers(headers).apply(&mut response);
                     Ok(response)
                 }
                 Verdict::Refuse(response) => Ok(response),
             }
         };
-        ResponseFuture::new(State::Boxed {
-            future: Box::pin(future),
-        })
-    }
-}
-
-fn append(headers: &mut http::HeaderMap, policy: HeaderValue, state: HeaderValue) {
-    headers.append(POLICY_HEADER, policy);
-    headers.append(STATE_HEADER, state);
-}
-
-pin_project! {
-    /// Response future of [`RateLimit`].
-    pub struct ResponseFuture<F: Future, B> {
-        #[pin]
-        state: State<F, B>,
-    }
-}
-
-impl<F: Future, B> ResponseFuture<F, B> {
-    fn new(state: State<F, B>) -> Self {
-        Self { state }
-    }
-
-    fn refused(response: Response<B>) -> Self {
-        Self {
-            state: State::Refused {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-type BoxedResponse<F> = Pin<Box<dyn Future<Output = <F as Future>::Output> + Send>>;
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F: Future, B> {
-        // Refused before reaching the inner service.
-        Refused { response: Option<Response<B>> },
-        // Passed to the inner service.
-        Inner {
-            #[pin]
-            future: F,
-            headers: Option<(HeaderValue, HeaderValue)>,
-        },
-        // Checked against a remote store, then passed on or refused.
-        Boxed { future: BoxedResponse<F> },
-    }
-}
-
-impl<F: Future, B> fmt::Debug for ResponseFuture<F, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: Default,
-{
-    type Output = Result<Response<B>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Refused { response } => {
-                // Polled after completion: answer with the same refusal, without its headers.
-                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                    Rejection::new(RejectionKind::RateLimited, "polled after completion")
-                        .into_deferred_response()
-                })))
-            }
-            StateProj::Boxed { future } => future.as_mut().poll(cx),
-            StateProj::Inner { future, headers } => {
-                let mut response = ready!(future.poll(cx))?;
-                if let Some((policy, state)) = headers.take() {
-                    append(response.headers_mut(), policy, state);
-                }
-                Poll::Ready(Ok(response))
-            }
-        }
+        ResponseFuture::boxed(Box::pin(future))
     }
 }
 
@@ -726,6 +633,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::context::RequestContextLayer;
     use http::StatusCode;
+    use std::future::Future;
     use std::num::NonZeroU32;
     use std::time::Duration;
     use tower::{ServiceBuilder, ServiceExt, service_fn};

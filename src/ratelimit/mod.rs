@@ -85,6 +85,7 @@
 //! picks its own bucket. Each replica has its own in-memory state: with N replicas behind a
 //! round-robin balancer a client gets up to N times the quota. See `docs/deployment.md`.
 
+mod future;
 mod gcra;
 mod layer;
 pub mod lockout;
@@ -93,14 +94,13 @@ pub mod store;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-pub use layer::{
-    RateLimit, RateLimitKey, RateLimitLayer, RateLimitLayerBuilder, RateLimitStats, ResponseFuture,
-};
+pub use future::ResponseFuture;
+pub use layer::{RateLimit, RateLimitKey, RateLimitLayer, RateLimitLayerBuilder, RateLimitStats};
 pub use store::{MemoryStore, MemoryStoreBuilder};
 
 /// Response headers of a refusal that the edge keeps when it renders the problem document:
 /// `RateLimit-Policy` and `RateLimit`.
-pub const REFUSAL_HEADERS: [&str; 2] = [layer::POLICY_HEADER, layer::STATE_HEADER];
+pub const REFUSAL_HEADERS: [&str; 2] = [future::POLICY_HEADER, future::STATE_HEADER];
 
 /// How many requests a key may make: `count` per `period`, with up to `burst` at once.
 ///
@@ -122,6 +122,10 @@ pub struct Quota {
     count: NonZeroU32,
     period: Duration,
     burst: NonZeroU32,
+    // Derived from the three above once, so a check does no division or 128-bit arithmetic
+    // to find them.
+    emission: u64,
+    tolerance: u64,
 }
 
 impl Quota {
@@ -143,10 +147,19 @@ impl Quota {
     /// `count` requests per `period`, burst `count`. A zero period, or one shorter than `count`
     /// nanoseconds, is refused by the layer's `build()`.
     pub const fn per_period(count: NonZeroU32, period: Duration) -> Self {
+        let nanos = period.as_nanos();
+        let nanos = if nanos > u64::MAX as u128 {
+            u64::MAX
+        } else {
+            nanos as u64
+        };
+        let emission = nanos / count.get() as u64;
         Self {
             count,
             period,
             burst: count,
+            emission,
+            tolerance: emission.saturating_mul(count.get() as u64 - 1),
         }
     }
 
@@ -155,6 +168,7 @@ impl Quota {
     #[must_use]
     pub const fn with_burst(mut self, burst: NonZeroU32) -> Self {
         self.burst = burst;
+        self.tolerance = self.emission.saturating_mul(burst.get() as u64 - 1);
         self
     }
 
@@ -179,12 +193,11 @@ impl Quota {
     }
 
     pub(crate) fn emission_nanos(&self) -> u64 {
-        store::duration_nanos(self.period) / u64::from(self.count.get())
+        self.emission
     }
 
     pub(crate) fn tolerance_nanos(&self) -> u64 {
-        self.emission_nanos()
-            .saturating_mul(u64::from(self.burst.get() - 1))
+        self.tolerance
     }
 
     /// Seconds to refill a full burst, rounded up (the `w` of `RateLimit-Policy`).
@@ -213,12 +226,36 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitDecision {
     allowed: bool,
-    remaining: u32,
-    retry_after: Duration,
-    reset: Duration,
+    // `remaining` is `slack / per`, divided only when asked for (most checks never are).
+    slack: u64,
+    per: u64,
+    retry_after_nanos: u64,
+    reset_nanos: u64,
 }
 
 impl RateLimitDecision {
+    /// An allowed request: `slack / per` requests left, the full burst back in `reset_nanos`.
+    pub(crate) const fn allow(slack: u64, per: u64, reset_nanos: u64) -> Self {
+        Self {
+            allowed: true,
+            slack,
+            per: if per == 0 { 1 } else { per },
+            retry_after_nanos: 0,
+            reset_nanos,
+        }
+    }
+
+    /// A refused request.
+    pub(crate) const fn refuse(retry_after_nanos: u64, reset_nanos: u64) -> Self {
+        Self {
+            allowed: false,
+            slack: 0,
+            per: 1,
+            retry_after_nanos,
+            reset_nanos,
+        }
+    }
+
     /// Whether the request may proceed.
     pub fn is_allowed(&self) -> bool {
         self.allowed
@@ -226,16 +263,16 @@ impl RateLimitDecision {
 
     /// Requests left right now after this one (0 when refused).
     pub fn remaining(&self) -> u32 {
-        self.remaining
+        u32::try_from(self.slack / self.per).unwrap_or(u32::MAX)
     }
 
     /// When refused: how long until one request would be allowed. Zero when allowed.
     pub fn retry_after(&self) -> Duration {
-        self.retry_after
+        Duration::from_nanos(self.retry_after_nanos)
     }
 
     /// How long until the full burst is available again.
     pub fn reset(&self) -> Duration {
-        self.reset
+        Duration::from_nanos(self.reset_nanos)
     }
 }

@@ -5,22 +5,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
-use tokio::sync::OnceCell;
 
 use super::{
     RevocationError, RevocationStore, Revoked, StoreFuture, digest, issued_before, unix_seconds,
 };
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::ConfigError;
+use crate::shared_redis::RedisConn;
 
 /// The environment variable conventionally holding the Redis URL (`redis://host:port/db`).
 pub const REDIS_URL_ENV: &str = "REDIS_URL";
 
 const DEFAULT_PREFIX: &str = "portcullis:revocation:";
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
-const MAX_PREFIX_BYTES: usize = 128;
 
 /// Sets `KEYS[1]` with a TTL of `ARGV[1]` ms unless it already lives longer.
 const REVOKE_JTI: &str = r"
@@ -45,12 +43,8 @@ return 1
 ";
 
 struct Inner {
-    client: redis::Client,
-    manager: OnceCell<ConnectionManager>,
-    prefix: String,
-    timeout: Duration,
+    conn: RedisConn,
     clock: SharedClock,
-    endpoint: String,
     revoke_jti: Script,
     revoke_subject: Script,
 }
@@ -58,7 +52,7 @@ struct Inner {
 /// A revocation store in Redis, shared by every replica that points at the same server and
 /// key prefix.
 ///
-/// - One multiplexed [`ConnectionManager`] per store (clones share it), connected on first use
+/// - One multiplexed [`ConnectionManager`](redis::aio::ConnectionManager) per store (clones share it), connected on first use
 ///   and reconnected after failures, so a service can start while Redis is down.
 /// - Every call runs under a timeout (default 500 ms) covering connection and reply; a call
 ///   that fails or times out is a [`RevocationErrorKind::Unavailable`](super::RevocationErrorKind::Unavailable)
@@ -92,10 +86,10 @@ impl fmt::Debug for RedisRevocationStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The endpoint is host and port only: the URL may carry a password.
         f.debug_struct("RedisRevocationStore")
-            .field("endpoint", &self.inner.endpoint)
-            .field("prefix", &self.inner.prefix)
-            .field("timeout", &self.inner.timeout)
-            .field("connected", &self.inner.manager.initialized())
+            .field("endpoint", &self.inner.conn.endpoint())
+            .field("prefix", &self.inner.conn.prefix())
+            .field("timeout", &self.inner.conn.timeout())
+            .field("connected", &self.inner.conn.connected())
             .finish_non_exhaustive()
     }
 }
@@ -125,46 +119,33 @@ impl RedisRevocationStore {
 
     /// The server's host and port (never the password).
     pub fn endpoint(&self) -> &str {
-        &self.inner.endpoint
+        self.inner.conn.endpoint()
     }
 
     /// The key prefix.
     pub fn key_prefix(&self) -> &str {
-        &self.inner.prefix
+        self.inner.conn.prefix()
     }
 
     /// Connects if needed and sends `PING`, under the timeout. For readiness checks.
     pub async fn ping(&self) -> Result<(), RevocationError> {
-        self.run("ping", async {
-            let mut conn = self.connection().await?;
-            redis::cmd("PING").query_async::<()>(&mut conn).await
-        })
-        .await
+        self.inner
+            .conn
+            .ping()
+            .await
+            .map_err(|failure| RevocationError::unavailable(failure.to_string()))
     }
 
     fn jti_key(&self, jti: &str) -> String {
-        key(&self.inner.prefix, "jti:", &digest(b"jti", jti))
+        self.inner.conn.key("jti:", &digest(b"jti", jti))
     }
 
     fn subject_key(&self, subject: &str) -> String {
-        key(&self.inner.prefix, "sub:", &digest(b"sub", subject))
+        self.inner.conn.key("sub:", &digest(b"sub", subject))
     }
 
-    async fn connection(&self) -> RedisResult<ConnectionManager> {
-        let inner = &*self.inner;
-        let manager = inner
-            .manager
-            .get_or_try_init(|| {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(inner.timeout))
-                    .set_response_timeout(Some(inner.timeout))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_secs(2));
-                ConnectionManager::new_with_config(inner.client.clone(), config)
-            })
-            .await?;
-        Ok(manager.clone())
+    async fn connection(&self) -> RedisResult<redis::aio::ConnectionManager> {
+        self.inner.conn.connection().await
     }
 
     /// Runs one operation under the timeout; maps failures to generic errors.
@@ -173,17 +154,11 @@ impl RedisRevocationStore {
         operation: &'static str,
         future: impl Future<Output = RedisResult<T>>,
     ) -> Result<T, RevocationError> {
-        match tokio::time::timeout(self.inner.timeout, future).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(RevocationError::unavailable(format!(
-                "redis {operation} failed: {}",
-                error.category()
-            ))),
-            Err(_) => Err(RevocationError::unavailable(format!(
-                "redis {operation} timed out after {} ms",
-                self.inner.timeout.as_millis()
-            ))),
-        }
+        self.inner
+            .conn
+            .run(operation, future)
+            .await
+            .map_err(|failure| RevocationError::unavailable(failure.to_string()))
     }
 
     fn ttl_millis(&self, until: SystemTime) -> Option<u64> {
@@ -191,18 +166,6 @@ impl RedisRevocationStore {
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         (millis > 0).then_some(millis)
     }
-}
-
-fn key(prefix: &str, kind: &str, digest: &[u8; 32]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut key = String::with_capacity(prefix.len() + kind.len() + 64);
-    key.push_str(prefix);
-    key.push_str(kind);
-    for byte in digest {
-        key.push(char::from(HEX[usize::from(byte >> 4)]));
-        key.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    key
 }
 
 impl RevocationStore for RedisRevocationStore {
@@ -317,7 +280,7 @@ impl RedisRevocationStoreBuilder {
         self.prefix = prefix.into();
         self
     }
-    /// The time limit of one call, connecting included (default 500 ms, at most 30 s). It is
+    /// The time limit of one call, connecting included (default 500 ms; 1 ms to 30 s). It is
     /// added to the latency of every authenticated request while Redis hangs, and a call that
     /// exceeds it refuses the token (unless the wrapper is configured to fail open).
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -336,36 +299,11 @@ impl RedisRevocationStoreBuilder {
                 "{REDIS_URL_ENV} is not set (expected redis://host:port)"
             )));
         };
-        if !url.starts_with("redis://") {
-            return Err(ConfigError::new(
-                "the Redis URL must start with redis:// (TLS and unix sockets are not enabled in this build)",
-            ));
-        }
-        // The parser's message could quote the URL (and its password): keep it out.
-        let client = redis::Client::open(url.as_str())
-            .map_err(|_| ConfigError::new("the Redis URL is not valid"))?;
-        if self.prefix.is_empty()
-            || self.prefix.len() > MAX_PREFIX_BYTES
-            || !self.prefix.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(ConfigError::new(
-                "the Redis key prefix must be 1..=128 bytes of printable ASCII without spaces",
-            ));
-        }
-        if self.timeout.is_zero() || self.timeout > Duration::from_secs(30) {
-            return Err(ConfigError::new(
-                "the Redis timeout must be positive and at most 30 s",
-            ));
-        }
-        let endpoint = client.get_connection_info().addr().to_string();
+        let conn = RedisConn::new("revocation", &url, self.prefix, self.timeout)?;
         Ok(RedisRevocationStore {
             inner: Arc::new(Inner {
-                client,
-                manager: OnceCell::new(),
-                prefix: self.prefix,
-                timeout: self.timeout,
+                conn,
                 clock: self.clock,
-                endpoint,
                 revoke_jti: Script::new(REVOKE_JTI),
                 revoke_subject: Script::new(REVOKE_SUBJECT),
             }),
@@ -387,19 +325,11 @@ mod tests {
     use crate::principal::{AuthMethod, Principal};
     use std::time::{Instant, UNIX_EPOCH};
 
-    fn redis_url() -> String {
-        std::env::var(REDIS_URL_ENV).unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-    }
-
-    fn random_hex() -> String {
-        let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes).unwrap();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
+    use crate::shared_redis::test_support::{PrivateRedis, answers, random_hex, redis_url};
 
     /// A prefix unique to this test run, so parallel tests and runs never collide.
     fn unique_prefix() -> String {
-        format!("portcullis-test:{}:", random_hex())
+        crate::shared_redis::test_support::unique_prefix("revocation")
     }
 
     fn store(url: &str, prefix: &str) -> RedisRevocationStore {
@@ -410,30 +340,12 @@ mod tests {
             .unwrap()
     }
 
-    /// Prints past the test harness's output capture (which swallows `eprintln!` of passing
-    /// tests), so a skipped Redis test is visible in every run.
-    fn loud(message: &str) {
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "\n**** {message} ****\n");
-    }
-
     /// A store on the real Redis, or `None` (after a loud message) when none answers outside CI.
     async fn live_store(prefix: &str) -> Option<RedisRevocationStore> {
         let store = store(&redis_url(), prefix);
-        match store.ping().await {
-            Ok(()) => Some(store),
-            Err(error) => {
-                let message = format!(
-                    "no Redis answering at {} ({error}); set {REDIS_URL_ENV} or start redis-server",
-                    store.endpoint()
-                );
-                if std::env::var_os("CI").is_some() {
-                    panic!("CI is set and the Redis tests cannot run: {message}");
-                }
-                loud(&format!("SKIPPING REDIS TEST: {message}"));
-                None
-            }
-        }
+        answers(&store.inner.conn, "revocation")
+            .await
+            .then_some(store)
     }
 
     fn principal(subject: &str, jti: Option<&str>, iat: u64, exp: u64) -> Principal {
@@ -593,52 +505,17 @@ mod tests {
         assert!(fail_open.check_principal(&token).await.is_ok());
     }
 
-    /// Starts a private redis-server on a free loopback port, or `None` (loudly) without the
-    /// binary outside CI.
-    fn spawn_redis_server() -> Option<(std::process::Child, u16)> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn();
-        match child {
-            Ok(child) => Some((child, port)),
-            Err(error) => {
-                if std::env::var_os("CI").is_some() {
-                    panic!("CI is set and redis-server cannot be started: {error}");
-                }
-                loud(&format!(
-                    "SKIPPING REDIS RESTART TEST: no redis-server binary ({error})"
-                ));
-                None
-            }
-        }
-    }
-
-    async fn wait_until_up(store: &RedisRevocationStore) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while store.ping().await.is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     #[tokio::test]
     async fn redis_stopping_mid_flight_fails_closed_then_recovers() {
-        let Some((mut server, port)) = spawn_redis_server() else {
+        let Some(mut server) = PrivateRedis::start("revocation restart") else {
             return;
         };
-        let store = RedisRevocationStore::builder(format!("redis://127.0.0.1:{port}"))
+        let store = RedisRevocationStore::builder(server.url())
             .key_prefix(unique_prefix())
             .timeout(Duration::from_millis(300))
             .build()
             .unwrap();
-        wait_until_up(&store).await;
+        server.wait_until_up(&store.inner.conn).await;
         let revocation = Revocation::builder(store.clone()).build().unwrap();
         let now = now_secs();
         let token = principal("alice", Some("j1"), now, now + 60);
@@ -652,8 +529,7 @@ mod tests {
             DETAIL_JTI_REVOKED
         );
 
-        server.kill().unwrap();
-        server.wait().unwrap();
+        server.stop();
         for _ in 0..3 {
             let started = Instant::now();
             let err = revocation.check_principal(&token).await.unwrap_err();
@@ -662,12 +538,7 @@ mod tests {
         }
 
         // Back on the same port (empty: no persistence): the manager reconnects by itself.
-        let mut restarted = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        server.restart();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             match revocation.check_principal(&token).await {
@@ -679,8 +550,6 @@ mod tests {
                 }
             }
         }
-        restarted.kill().unwrap();
-        restarted.wait().unwrap();
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+
+use siphasher::sip::SipHasher13;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +22,7 @@ const MAX_SHARDS: usize = 64;
 
 /// Hashes are already uniformly random (keyed SipHash); the map uses them as they are.
 #[derive(Default)]
-struct IdentityHasher(u64);
+pub(crate) struct IdentityHasher(u64);
 
 impl Hasher for IdentityHasher {
     fn finish(&self) -> u64 {
@@ -36,11 +38,52 @@ impl Hasher for IdentityHasher {
     }
 }
 
-type IdMap = HashMap<u64, u64, BuildHasherDefault<IdentityHasher>>;
+/// A map keyed by keyed-SipHash values.
+pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
+
+/// A SipHash-1-3 key (128 bits) drawn from the operating system's generator.
+#[derive(Clone, Copy)]
+pub(crate) struct SipKey(u64, u64);
+
+impl SipKey {
+    pub(crate) fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No OS generator: the standard library's per-process random hash keys.
+            let state = std::collections::hash_map::RandomState::new();
+            return Self(state.hash_one(0u8), state.hash_one(1u8));
+        }
+        let (a, b) = bytes.split_at(8);
+        let word = |s: &[u8]| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(s);
+            u64::from_le_bytes(w)
+        };
+        Self(word(a), word(b))
+    }
+
+    /// A hasher with this key. `siphasher`'s integer writes take a fast path (the standard
+    /// library's `DefaultHasher` turns each into a byte-slice write).
+    pub(crate) fn hasher(self) -> SipHasher13 {
+        SipHasher13::new_with_keys(self.0, self.1)
+    }
+
+    pub(crate) fn hash<K: Hash + ?Sized>(self, key: &K) -> u64 {
+        let mut h = self.hasher();
+        key.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// The shard of a hash: bits 32 and up, because the map places entries by the low bits and
+/// tags them with the top 7, so neither may be constant across one shard's keys.
+pub(crate) fn shard_index(hash: u64, mask: u64) -> usize {
+    usize::try_from((hash >> 32) & mask).unwrap_or(0)
+}
 
 struct Shard {
     /// Key hash → theoretical arrival time (ns since the Unix epoch).
-    tats: IdMap,
+    tats: IdMap<u64>,
     /// The bucket shared by new keys that found the shard full of keys still in debt.
     overflow_tat: u64,
     /// No sweep can free anything before this instant (the smallest TAT kept by the last sweep).
@@ -53,7 +96,7 @@ struct Inner {
     shards: Box<[Mutex<Shard>]>,
     shard_mask: u64,
     per_shard: usize,
-    hasher: std::collections::hash_map::RandomState,
+    key: SipKey,
     idle_sweep: u64,
     overflowed: AtomicU64,
     evicted: AtomicU64,
@@ -61,7 +104,7 @@ struct Inner {
 
 /// Rate-limit state in process memory, bounded.
 ///
-/// Keys are hashed with a per-store random key (SipHash) so callers cannot aim at a shard or
+/// Keys are hashed with a per-store random key (SipHash-1-3) so callers cannot aim at a shard or
 /// force collisions; two keys whose 64-bit hashes collide (odds about 2⁻⁶⁴ per pair) would
 /// share one bucket, which can only make limiting stricter.
 ///
@@ -170,7 +213,7 @@ impl MemoryStoreBuilder {
                 shards: shards_vec.into_boxed_slice(),
                 shard_mask: (shards as u64) - 1,
                 per_shard,
-                hasher: std::collections::hash_map::RandomState::new(),
+                key: SipKey::random(),
                 idle_sweep: duration_nanos(self.idle_sweep),
                 overflowed: AtomicU64::new(0),
                 evicted: AtomicU64::new(0),
@@ -200,20 +243,19 @@ impl MemoryStore {
 
     /// The store's keyed hash of `key` (what [`check_hash`](Self::check_hash) takes).
     pub fn hash<K: Hash + ?Sized>(&self, key: &K) -> u64 {
-        self.inner.hasher.hash_one(key)
+        self.inner.key.hash(key)
     }
 
     /// A hasher keyed like [`hash`](Self::hash), to hash composite keys without allocating.
-    pub(crate) fn hasher(&self) -> std::collections::hash_map::DefaultHasher {
-        self.inner.hasher.build_hasher()
+    pub(crate) fn hasher(&self) -> SipHasher13 {
+        self.inner.key.hasher()
     }
 
     /// [`check`](Self::check) with a key already hashed by [`hash`](Self::hash).
     pub fn check_hash(&self, hash: u64, quota: &Quota, now: SystemTime) -> RateLimitDecision {
         let now = system_nanos(now);
         let inner = &*self.inner;
-        // The low bits pick the shard; the map uses the whole hash.
-        let index = usize::try_from(hash & inner.shard_mask).unwrap_or(0);
+        let index = shard_index(hash, inner.shard_mask);
         let Some(shard) = inner.shards.get(index) else {
             // The mask keeps the index in range; stay strict if that ever changed.
             return gcra::deny_all(quota);
@@ -295,9 +337,14 @@ impl MemoryStore {
 }
 
 fn system_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(duration_nanos)
-        .unwrap_or(0)
+    match t.duration_since(UNIX_EPOCH) {
+        // 64-bit arithmetic (no `as_nanos` u128): saturates in the year 2554.
+        Ok(d) => d
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos())),
+        Err(_) => 0,
+    }
 }
 
 pub(crate) fn duration_nanos(d: Duration) -> u64 {

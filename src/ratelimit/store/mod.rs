@@ -5,7 +5,7 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub(crate) use memory::duration_nanos;
 pub use memory::{DEFAULT_IDLE_SWEEP, DEFAULT_MAX_KEYS, MemoryStore, MemoryStoreBuilder};
+pub(crate) use memory::{IdMap, SipKey, duration_nanos, shard_index};
 #[cfg(feature = "redis")]
 pub use redis::{FailureMode, RedisRateLimitStore, RedisRateLimitStoreBuilder};

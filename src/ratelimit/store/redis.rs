@@ -3,15 +3,13 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
 
 use crate::error::ConfigError;
 use crate::ratelimit::{MemoryStore, Quota, RateLimitDecision, gcra};
+use crate::shared_redis::{RedisConn, digest, unix_micros};
 
 const DEFAULT_PREFIX: &str = "portcullis:ratelimit:";
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
@@ -34,24 +32,34 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return {1, math.floor((now + tau - tat) / t), new_tat - now}
 ";
 
-/// What a [`RedisRateLimitStore`] does when Redis does not answer within its timeout.
+/// What a Redis-backed abuse-protection store ([`RedisRateLimitStore`],
+/// [`RedisLockoutStore`](crate::ratelimit::lockout::RedisLockoutStore)) does when Redis does
+/// not answer within its timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailureMode {
     /// Refuse the request (429). The default, and the right choice for credential endpoints
     /// (login, token, password reset): an outage must not allow unlimited guessing.
     FailClosed,
-    /// Fall back to a local, per-process [`MemoryStore`] with the same quota; every fallback is
-    /// counted ([`RedisRateLimitStore::fallbacks`]) and audited (`ratelimit.fallback` on target
+    /// Fall back to local, per-process state with the same configuration (a [`MemoryStore`]
+    /// with the same quota; the lockout layer's own in-memory counters); every fallback is
+    /// counted (`fallbacks()`) and audited (`ratelimit.fallback` / `lockout.fallback` on target
     /// `portcullis::audit`). Limits become per replica while Redis is away.
     FailOpen,
 }
 
+impl FailureMode {
+    /// `fail_closed` or `fail_open`, as written in audit events.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::FailClosed => "fail_closed",
+            Self::FailOpen => "fail_open",
+        }
+    }
+}
+
 struct Inner {
-    client: redis::Client,
-    manager: OnceCell<ConnectionManager>,
-    prefix: String,
-    timeout: Duration,
+    conn: RedisConn,
     mode: FailureMode,
     local: MemoryStore,
     script: Script,
@@ -63,7 +71,7 @@ struct Inner {
 /// script per check (loaded once, called by SHA), so every replica pointing at the same Redis
 /// and prefix enforces one combined limit.
 ///
-/// - One multiplexed [`ConnectionManager`] per store (clones share it), connected on first use.
+/// - One multiplexed [`ConnectionManager`](redis::aio::ConnectionManager) per store (clones share it), connected on first use.
 /// - Every call is under a timeout (default 100 ms) covering connection and reply.
 /// - Time comes from the caller (`now`), so replicas need synchronized clocks (NTP); a skew of
 ///   δ shifts a client's budget by about δ / emission interval.
@@ -92,8 +100,9 @@ impl fmt::Debug for RedisRateLimitStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the URL: it may carry a password.
         f.debug_struct("RedisRateLimitStore")
-            .field("prefix", &self.inner.prefix)
-            .field("timeout", &self.inner.timeout)
+            .field("endpoint", &self.inner.conn.endpoint())
+            .field("prefix", &self.inner.conn.prefix())
+            .field("timeout", &self.inner.conn.timeout())
             .field("mode", &self.inner.mode)
             .finish_non_exhaustive()
     }
@@ -149,32 +158,14 @@ impl RedisRateLimitStoreBuilder {
 
     /// Checks the configuration (no connection is made).
     pub fn build(self) -> Result<RedisRateLimitStore, ConfigError> {
-        let client = redis::Client::open(self.url.as_str()).map_err(|_| {
-            ConfigError::new("the rate limit Redis URL is not a valid redis:// URL")
-        })?;
-        if self.prefix.is_empty()
-            || self.prefix.len() > 128
-            || !self.prefix.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(ConfigError::new(
-                "the rate limit Redis key prefix must be 1..=128 bytes of printable ASCII without spaces",
-            ));
-        }
-        if self.timeout < Duration::from_millis(1) || self.timeout > Duration::from_secs(30) {
-            return Err(ConfigError::new(
-                "the rate limit Redis timeout must be between 1 ms and 30 s",
-            ));
-        }
+        let conn = RedisConn::new("rate limit", &self.url, self.prefix, self.timeout)?;
         let local = match self.local {
             Some(local) => local,
             None => MemoryStore::builder().build()?,
         };
         Ok(RedisRateLimitStore {
             inner: Arc::new(Inner {
-                client,
-                manager: OnceCell::new(),
-                prefix: self.prefix,
-                timeout: self.timeout,
+                conn,
                 mode: self.mode,
                 local,
                 script: Script::new(GCRA),
@@ -217,7 +208,7 @@ impl RedisRateLimitStore {
                             target: "portcullis::audit",
                             event = "ratelimit.store_unavailable",
                             reason,
-                            mode = "fail_closed",
+                            mode = FailureMode::FailClosed.as_str(),
                             "rate limit store unavailable; refusing"
                         );
                         gcra::deny_all(quota)
@@ -228,7 +219,7 @@ impl RedisRateLimitStore {
                             target: "portcullis::audit",
                             event = "ratelimit.fallback",
                             reason,
-                            mode = "fail_open",
+                            mode = FailureMode::FailOpen.as_str(),
                             "rate limit store unavailable; using the local limiter"
                         );
                         self.inner.local.check(&redis_key, quota, now)
@@ -244,15 +235,12 @@ impl RedisRateLimitStore {
         quota: &Quota,
         now: SystemTime,
     ) -> Result<RateLimitDecision, &'static str> {
-        let now_us = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        let now_us = unix_micros(now);
         let t_us = (quota.emission_nanos() / 1_000).max(1);
         let tau_us = quota.tolerance_nanos() / 1_000;
         let inner = &*self.inner;
         let call = async {
-            let mut conn = self.connection().await?;
+            let mut conn = inner.conn.connection().await?;
             inner
                 .script
                 .key(redis_key)
@@ -262,60 +250,23 @@ impl RedisRateLimitStore {
                 .invoke_async::<(i64, i64, i64)>(&mut conn)
                 .await
         };
-        match tokio::time::timeout(inner.timeout, call).await {
-            Ok(Ok((allowed, value, reset))) => {
-                let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+        match inner.conn.run("ratelimit", call).await {
+            Ok((allowed, value, reset)) => {
+                let nanos = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(1_000);
                 Ok(if allowed == 1 {
-                    RateLimitDecision {
-                        allowed: true,
-                        remaining: u32::try_from(value).unwrap_or(0),
-                        retry_after: Duration::ZERO,
-                        reset: micros(reset),
-                    }
+                    RateLimitDecision::allow(u64::try_from(value).unwrap_or(0), 1, nanos(reset))
                 } else {
-                    RateLimitDecision {
-                        allowed: false,
-                        remaining: 0,
-                        retry_after: micros(value),
-                        reset: micros(reset),
-                    }
+                    RateLimitDecision::refuse(nanos(value), nanos(reset))
                 })
             }
-            Ok(Err(_)) => Err("redis error"),
-            Err(_) => Err("redis timeout"),
+            Err(failure) => Err(failure.reason()),
         }
-    }
-
-    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        let inner = &*self.inner;
-        let manager = inner
-            .manager
-            .get_or_try_init(|| {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(inner.timeout))
-                    .set_response_timeout(Some(inner.timeout))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_secs(2));
-                ConnectionManager::new_with_config(inner.client.clone(), config)
-            })
-            .await?;
-        Ok(manager.clone())
     }
 
     fn redis_key(&self, limit: &str, key: &str) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(limit.as_bytes());
-        hasher.update([0u8]);
-        hasher.update(key.as_bytes());
-        let digest = hasher.finalize();
-        let mut out = String::with_capacity(self.inner.prefix.len() + 64);
-        out.push_str(&self.inner.prefix);
-        for b in digest {
-            out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-            out.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
-        }
-        out
+        self.inner
+            .conn
+            .key("", &digest(&[limit.as_bytes(), key.as_bytes()]))
     }
 
     /// How many checks fell back to the local limiter ([`FailureMode::FailOpen`]).
@@ -340,11 +291,8 @@ mod tests {
     //! server these tests skip with a loud message, except under CI (`CI` set), where they fail.
 
     use super::*;
+    use crate::shared_redis::test_support::{answers, redis_url};
     use std::num::NonZeroU32;
-
-    fn redis_url() -> String {
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-    }
 
     async fn store(prefix: &str) -> Option<RedisRateLimitStore> {
         let store = RedisRateLimitStore::builder(redis_url())
@@ -352,24 +300,13 @@ mod tests {
             .timeout(Duration::from_secs(2))
             .build()
             .unwrap();
-        let probe = Quota::per_second(NonZeroU32::new(1_000_000).unwrap());
-        match store.try_check("probe", &probe, SystemTime::now()).await {
-            Ok(_) => Some(store),
-            Err(error) => {
-                let message = format!("no Redis answering at {} ({error})", redis_url());
-                if std::env::var_os("CI").is_some() {
-                    panic!("CI is set and the Redis tests cannot run: {message}");
-                }
-                eprintln!("\n!!! SKIPPING Redis rate limit test: {message} !!!\n");
-                None
-            }
-        }
+        answers(&store.inner.conn, "ratelimit")
+            .await
+            .then_some(store)
     }
 
     fn unique_prefix() -> String {
-        let mut bytes = [0u8; 8];
-        let _ = getrandom::fill(&mut bytes);
-        format!("portcullis-test:rl:{:x}:", u64::from_le_bytes(bytes))
+        crate::shared_redis::test_support::unique_prefix("rl")
     }
 
     #[tokio::test]

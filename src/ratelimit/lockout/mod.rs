@@ -80,6 +80,17 @@
 //! they are blocked together (conservative) until entries expire. Counted in
 //! [`LockoutStats::overflowed`].
 //!
+//! # Shared state (feature `redis`)
+//!
+//! With [`redis`](LockoutLayerBuilder::redis) and a [`RedisLockoutStore`], the counters live in
+//! Redis: every replica using the same Redis and key prefix counts a client's failures together
+//! and blocks it together. A failure is counted by one atomic Lua script (the same rules as in
+//! memory), a check is one `HGET`, every call is under the store's timeout, and each Redis key
+//! expires when its client is neither blocked nor holding a recent failure. When Redis does not
+//! answer, the store's [`FailureMode`](crate::ratelimit::store::FailureMode) decides: refuse
+//! with 429 (fail closed, the default) or use this layer's in-memory counters (fail open),
+//! counted and audited either way.
+//!
 //! # Shadow mode
 //!
 //! [`shadow`](LockoutLayerBuilder::shadow): failures are counted and blocks are decided and
@@ -87,23 +98,22 @@
 //!
 //! # Deployment caveat
 //!
-//! State is per process: with several replicas an attacker gets the allowance once per replica.
+//! Without a [`RedisLockoutStore`], state is per process: with several replicas an attacker gets
+//! the allowance once per replica. With one, a Redis outage in fail-open mode falls back to that
+//! per-replica allowance, and in fail-closed mode refuses every request until Redis answers.
 //! Many clients behind one NAT share an address: an attacker there can block them (bounded by
 //! the lockout duration); configure an identity extractor to key per (identity, address).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::hash::{BuildHasher, Hash, Hasher};
-use std::pin::Pin;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::request::Parts;
 use http::{Request, Response};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -112,12 +122,37 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::context::ClientIp;
 use crate::error::ConfigError;
 use crate::principal::Principal;
-use crate::ratelimit::store::duration_nanos;
+use crate::ratelimit::future::Finish;
+pub use crate::ratelimit::future::ResponseFuture;
+use crate::ratelimit::store::{IdMap, SipKey, duration_nanos, shard_index};
 use crate::rejection::{Rejection, RejectionKind};
+
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+pub use redis::{RedisLockoutStore, RedisLockoutStoreBuilder};
 
 const SHARDS: usize = 16;
 
 type Extractor = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+
+/// The rules, in nanoseconds; the Redis script applies the same ones.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    backoff_after: u32,
+    lock_after: u32,
+    base_delay: u64,
+    lockout: u64,
+    window: u64,
+}
+
+/// What one failure led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Counted,
+    Backoff,
+    Locked,
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
@@ -130,11 +165,34 @@ impl Entry {
     fn idle(&self, now: u64, window: u64) -> bool {
         self.blocked_until <= now && now.saturating_sub(self.last_failure) > window
     }
+
+    /// Counts one failure at `now`.
+    fn fail(&mut self, now: u64, policy: &Policy) -> Outcome {
+        if now.saturating_sub(self.last_failure) > policy.window && self.blocked_until <= now {
+            self.failures = 0;
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.last_failure = now;
+        if self.failures >= policy.lock_after {
+            self.blocked_until = now.saturating_add(policy.lockout);
+            Outcome::Locked
+        } else if self.failures >= policy.backoff_after {
+            let doublings = (self.failures - policy.backoff_after).min(63);
+            let delay = policy
+                .base_delay
+                .saturating_mul(1u64 << doublings)
+                .min(policy.lockout);
+            self.blocked_until = now.saturating_add(delay);
+            Outcome::Backoff
+        } else {
+            Outcome::Counted
+        }
+    }
 }
 
 #[derive(Default)]
 struct Shard {
-    entries: HashMap<u64, Entry>,
+    entries: IdMap<Entry>,
     overflow: Entry,
     next_sweep: u64,
 }
@@ -152,17 +210,24 @@ struct Counters {
 struct Config {
     resolver: ClientIpResolver,
     identity: Option<Extractor>,
-    backoff_after: u32,
-    lock_after: u32,
-    base_delay: u64,
-    lockout: u64,
-    window: u64,
+    policy: Policy,
     per_shard: usize,
+    /// The in-process counters: the state itself, or the fallback of a shared store.
     shards: Box<[Mutex<Shard>]>,
-    hasher: std::collections::hash_map::RandomState,
+    hash_key: SipKey,
     clock: SharedClock,
     shadow: bool,
     counters: Counters,
+    #[cfg(feature = "redis")]
+    shared: Option<RedisLockoutStore>,
+}
+
+/// The key of one request: the local hash and, with a shared store, the Redis key.
+#[derive(Debug, Clone)]
+struct Key {
+    hash: u64,
+    #[cfg(feature = "redis")]
+    shared: Option<String>,
 }
 
 /// Counters of a [`LockoutLayer`].
@@ -171,7 +236,8 @@ struct Config {
 pub struct LockoutStats {
     /// Failed authentications seen.
     pub failures: u64,
-    /// Requests refused because their key was blocked.
+    /// Requests refused because their key was blocked (or, fail-closed, because the shared
+    /// store did not answer).
     pub refused: u64,
     /// Backoff delays imposed.
     pub backoffs: u64,
@@ -181,7 +247,7 @@ pub struct LockoutStats {
     pub shadow_refusals: u64,
     /// Lookups or failures that went to an overflow entry (shard full of blocked keys).
     pub overflowed: u64,
-    /// Entries tracked now.
+    /// Entries tracked in process memory now.
     pub tracked_keys: usize,
 }
 
@@ -194,11 +260,13 @@ pub struct LockoutLayer {
 
 impl fmt::Debug for LockoutLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockoutLayer")
-            .field("backoff_after", &self.config.backoff_after)
-            .field("lock_after", &self.config.lock_after)
-            .field("shadow", &self.config.shadow)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("LockoutLayer");
+        d.field("backoff_after", &self.config.policy.backoff_after)
+            .field("lock_after", &self.config.policy.lock_after)
+            .field("shadow", &self.config.shadow);
+        #[cfg(feature = "redis")]
+        d.field("shared", &self.config.shared);
+        d.finish_non_exhaustive()
     }
 }
 
@@ -215,6 +283,8 @@ pub struct LockoutLayerBuilder {
     max_keys: usize,
     clock: SharedClock,
     shadow: bool,
+    #[cfg(feature = "redis")]
+    shared: Option<RedisLockoutStore>,
 }
 
 impl fmt::Debug for LockoutLayerBuilder {
@@ -243,6 +313,8 @@ impl LockoutLayer {
             max_keys: 100_000,
             clock: Arc::new(SystemClock),
             shadow: false,
+            #[cfg(feature = "redis")]
+            shared: None,
         }
     }
 
@@ -271,17 +343,26 @@ impl LockoutLayer {
     }
 
     /// Records one failed authentication for the client `ip` (and `identity`) now, as the layer
-    /// does when it sees an `InvalidCredential` refusal. For authentication that happens
-    /// outside the layer (a login handler checking a password).
-    pub fn record_failure(&self, ip: std::net::IpAddr, identity: Option<&str>) {
-        let hash = self.config.key(Some(ip), identity);
-        self.config.record_failure(hash);
+    /// does when it sees an `InvalidCredential` refusal, in the layer's store (shared or local).
+    /// For authentication that happens outside the layer (a login handler checking a password).
+    pub async fn record_failure(&self, ip: IpAddr, identity: Option<&str>) {
+        let key = self.config.key(Some(ip), identity);
+        self.config.record_failure(&key).await;
     }
 
-    /// How long the client `ip` (and `identity`) is blocked for, if it is.
-    pub fn blocked_for(&self, ip: std::net::IpAddr, identity: Option<&str>) -> Option<Duration> {
-        let hash = self.config.key(Some(ip), identity);
-        self.config.blocked_for(hash)
+    /// How long the client `ip` (and `identity`) is blocked for, if it is. With a shared store
+    /// that does not answer: fail-closed reports a block of the base delay, fail-open consults
+    /// the local counters.
+    pub async fn blocked_for(&self, ip: IpAddr, identity: Option<&str>) -> Option<Duration> {
+        let key = self.config.key(Some(ip), identity);
+        self.config.blocked_for(&key).await.map(|(wait, _)| wait)
+    }
+
+    /// Forgets the failures of the client `ip` (and `identity`), as the layer does after a
+    /// successful authentication of a request with an identity.
+    pub async fn clear(&self, ip: IpAddr, identity: Option<&str>) {
+        let key = self.config.key(Some(ip), identity);
+        self.config.clear(&key).await;
     }
 }
 
@@ -333,7 +414,7 @@ impl LockoutLayerBuilder {
         self
     }
 
-    /// The most entries tracked. Default 100 000; at least 16.
+    /// The most entries tracked in process memory. Default 100 000; at least 16.
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
         self
@@ -348,6 +429,17 @@ impl LockoutLayerBuilder {
     /// Shadow mode: count and audit what would be blocked, block nothing. Default: off.
     pub fn shadow(mut self) -> Self {
         self.shadow = true;
+        self
+    }
+
+    /// Keeps the counters in Redis (feature `redis`), shared by every replica using the same
+    /// Redis and key prefix, instead of in process memory. The layers of all replicas must use
+    /// the same rules ([`backoff_after`](Self::backoff_after) and the rest). When Redis fails,
+    /// the store's [`FailureMode`](crate::ratelimit::store::FailureMode) applies; fail-open uses
+    /// this layer's in-memory counters ([`max_keys`](Self::max_keys) bounds them).
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, store: RedisLockoutStore) -> Self {
+        self.shared = Some(store);
         self
     }
 
@@ -370,47 +462,65 @@ impl LockoutLayerBuilder {
             config: Arc::new(Config {
                 resolver: self.resolver,
                 identity: self.identity,
-                backoff_after: self.backoff_after,
-                lock_after: self.lock_after,
-                base_delay: duration_nanos(self.base_delay),
-                lockout: duration_nanos(self.lockout),
-                window: duration_nanos(self.window),
+                policy: Policy {
+                    backoff_after: self.backoff_after,
+                    lock_after: self.lock_after,
+                    base_delay: duration_nanos(self.base_delay),
+                    lockout: duration_nanos(self.lockout),
+                    window: duration_nanos(self.window),
+                },
                 per_shard: self.max_keys / SHARDS,
                 shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-                hasher: std::collections::hash_map::RandomState::new(),
+                hash_key: SipKey::random(),
                 clock: self.clock,
                 shadow: self.shadow,
                 counters: Counters::default(),
+                #[cfg(feature = "redis")]
+                shared: self.shared,
             }),
         })
     }
 }
 
-impl Config {
-    fn now(&self) -> u64 {
-        self.clock
-            .now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(duration_nanos)
-            .unwrap_or(0)
-    }
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(duration_nanos)
+        .unwrap_or(0)
+}
 
-    fn key(&self, ip: Option<std::net::IpAddr>, identity: Option<&str>) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        ip.map(|ip| self.resolver.key(ip)).hash(&mut h);
+/// Why a request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    /// Its key is blocked.
+    Key,
+    /// The shared store did not answer (fail-closed).
+    #[cfg(feature = "redis")]
+    StoreUnavailable,
+}
+
+impl Config {
+    fn key(&self, ip: Option<IpAddr>, identity: Option<&str>) -> Key {
+        let ip = ip.map(|ip| self.resolver.key(ip));
+        let mut h = self.hash_key.hasher();
+        ip.hash(&mut h);
         identity.hash(&mut h);
-        h.finish()
+        Key {
+            hash: h.finish(),
+            #[cfg(feature = "redis")]
+            shared: self.shared.as_ref().map(|s| s.key(ip, identity)),
+        }
     }
 
     fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
-        let index = usize::try_from(hash % SHARDS as u64).unwrap_or(0) % self.shards.len();
-        // `shards` has SHARDS elements and the index is reduced modulo its length.
+        // `shards` has SHARDS (a power of two) elements and the index is reduced modulo its
+        // length.
+        let index = shard_index(hash, SHARDS as u64 - 1) % self.shards.len();
         let shard = &self.shards[index];
         shard.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn sweep(&self, shard: &mut Shard, now: u64) {
-        let window = self.window;
+        let window = self.policy.window;
         shard.entries.retain(|_, e| !e.idle(now, window));
         if shard.overflow.idle(now, window) {
             shard.overflow = Entry::default();
@@ -418,8 +528,8 @@ impl Config {
         shard.next_sweep = now.saturating_add(window.min(60_000_000_000));
     }
 
-    fn blocked_for(&self, hash: u64) -> Option<Duration> {
-        let now = self.now();
+    fn local_blocked_for(&self, hash: u64, now: SystemTime) -> Option<Duration> {
+        let now = unix_nanos(now);
         let mut shard = self.shard(hash);
         let entry = match shard.entries.get(&hash) {
             Some(e) => *e,
@@ -435,9 +545,8 @@ impl Config {
         (entry.blocked_until > now).then(|| Duration::from_nanos(entry.blocked_until - now))
     }
 
-    fn record_failure(&self, hash: u64) {
-        let now = self.now();
-        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+    fn local_record_failure(&self, hash: u64, now: SystemTime) -> (u32, Outcome) {
+        let now = unix_nanos(now);
         let mut shard = self.shard(hash);
         if !shard.entries.contains_key(&hash)
             && shard.entries.len() >= self.per_shard
@@ -454,37 +563,170 @@ impl Config {
             }
             None => shard.entries.entry(hash).or_default(),
         };
-        if now.saturating_sub(entry.last_failure) > self.window && entry.blocked_until <= now {
-            entry.failures = 0;
-        }
-        entry.failures = entry.failures.saturating_add(1);
-        entry.last_failure = now;
-        let failures = entry.failures;
-        if failures >= self.lock_after {
-            entry.blocked_until = now.saturating_add(self.lockout);
-            self.counters.locked.fetch_add(1, Ordering::Relaxed);
-            drop(shard);
-            tracing::warn!(
-                target: "portcullis::audit",
-                event = "lockout.locked",
-                failures,
-                lockout_secs = self.lockout / 1_000_000_000,
-                shadow = self.shadow,
-                "client locked out after repeated failed authentications"
-            );
-        } else if failures >= self.backoff_after {
-            let doublings = (failures - self.backoff_after).min(63);
-            let delay = self
-                .base_delay
-                .saturating_mul(1u64 << doublings)
-                .min(self.lockout);
-            entry.blocked_until = now.saturating_add(delay);
-            self.counters.backoffs.fetch_add(1, Ordering::Relaxed);
+        let outcome = entry.fail(now, &self.policy);
+        (entry.failures, outcome)
+    }
+
+    fn local_clear(&self, hash: u64) {
+        self.shard(hash).entries.remove(&hash);
+    }
+
+    /// Counts and audits what one failure led to.
+    fn note(&self, failures: u32, outcome: Outcome) {
+        match outcome {
+            Outcome::Counted => {}
+            Outcome::Backoff => {
+                self.counters.backoffs.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Locked => {
+                self.counters.locked.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    target: "portcullis::audit",
+                    event = "lockout.locked",
+                    failures,
+                    lockout_secs = self.policy.lockout / 1_000_000_000,
+                    shadow = self.shadow,
+                    "client locked out after repeated failed authentications"
+                );
+            }
         }
     }
 
-    fn clear(&self, hash: u64) {
-        self.shard(hash).entries.remove(&hash);
+    fn sync_record_failure(&self, key: &Key) {
+        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        let (failures, outcome) = self.local_record_failure(key.hash, self.clock.now());
+        self.note(failures, outcome);
+    }
+
+    /// Whether the key is blocked, and why: the shared store when there is one (following its
+    /// failure mode when it does not answer), the local counters otherwise.
+    async fn blocked_for(&self, key: &Key) -> Option<(Duration, Block)> {
+        self.check(key).await.0
+    }
+
+    /// [`blocked_for`](Self::blocked_for), and whether the key may hold failures (a success
+    /// then has something to clear).
+    async fn check(&self, key: &Key) -> (Option<(Duration, Block)>, bool) {
+        let now = self.clock.now();
+        #[cfg(feature = "redis")]
+        if let (Some(store), Some(shared)) = (&self.shared, &key.shared) {
+            use crate::ratelimit::store::FailureMode;
+            return match store.blocked_for(shared, now).await {
+                Ok((wait, exists)) => (wait.map(|w| (w, Block::Key)), exists),
+                Err(failure) => match store.note_failure(&failure, "check") {
+                    FailureMode::FailOpen => (
+                        self.local_blocked_for(key.hash, now)
+                            .map(|w| (w, Block::Key)),
+                        true,
+                    ),
+                    _ => (
+                        Some((
+                            Duration::from_nanos(self.policy.base_delay),
+                            Block::StoreUnavailable,
+                        )),
+                        true,
+                    ),
+                },
+            };
+        }
+        (
+            self.local_blocked_for(key.hash, now)
+                .map(|w| (w, Block::Key)),
+            true,
+        )
+    }
+
+    async fn record_failure(&self, key: &Key) {
+        #[cfg(feature = "redis")]
+        if let (Some(store), Some(shared)) = (&self.shared, &key.shared) {
+            use crate::ratelimit::store::FailureMode;
+            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+            let now = self.clock.now();
+            match store.record_failure(shared, now, &self.policy).await {
+                Ok((failures, outcome)) => self.note(failures, outcome),
+                Err(failure) => {
+                    if store.note_failure(&failure, "record") == FailureMode::FailOpen {
+                        let (failures, outcome) = self.local_record_failure(key.hash, now);
+                        self.note(failures, outcome);
+                    }
+                    // Fail-closed: nothing to count in; checks refuse until Redis answers.
+                }
+            }
+            return;
+        }
+        self.sync_record_failure(key);
+    }
+
+    async fn clear(&self, key: &Key) {
+        #[cfg(feature = "redis")]
+        if let (Some(store), Some(shared)) = (&self.shared, &key.shared) {
+            if let Err(failure) = store.clear(shared).await {
+                let _ = store.note_failure(&failure, "clear");
+            }
+            // The local counters may hold failures from a fallback period.
+            self.local_clear(key.hash);
+            return;
+        }
+        self.local_clear(key.hash);
+    }
+
+    /// The refusal for a blocked request, or `None` in shadow mode (counted and audited).
+    fn refusal<B: Default>(&self, wait: Duration, block: Block) -> Option<Response<B>> {
+        if self.shadow {
+            self.counters
+                .shadow_refusals
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                target: "portcullis::audit",
+                event = "lockout.shadow",
+                retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "lockout would refuse (shadow mode)"
+            );
+            return None;
+        }
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        let detail = match block {
+            Block::Key => "too many failed authentications from this client",
+            #[cfg(feature = "redis")]
+            Block::StoreUnavailable => "lockout store unavailable (fail closed)",
+        };
+        Some(
+            Rejection::new(RejectionKind::LockedOut, detail)
+                .with_retry_after(wait)
+                .into_deferred_response(),
+        )
+    }
+}
+
+/// What the inner service's response says about the credential.
+fn verdict<B>(response: &Response<B>) -> Option<bool> {
+    let failed = response
+        .extensions()
+        .get::<Rejection>()
+        .is_some_and(|r| r.kind() == RejectionKind::InvalidCredential);
+    if failed {
+        Some(false)
+    } else if response.extensions().get::<Principal>().is_some() {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// Watches a response of the in-memory lockout: counts a failure, or clears on success.
+pub(crate) struct Observer {
+    config: Arc<Config>,
+    key: Key,
+    has_identity: bool,
+}
+
+impl Observer {
+    pub(crate) fn observe<B>(self, response: &Response<B>) {
+        match verdict(response) {
+            Some(false) => self.config.sync_record_failure(&self.key),
+            Some(true) if self.has_identity => self.config.local_clear(self.key.hash),
+            _ => {}
+        }
     }
 }
 
@@ -516,8 +758,10 @@ impl<S: fmt::Debug> fmt::Debug for Lockout<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Lockout<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Default,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -537,110 +781,60 @@ where
             }
             None => (None, req),
         };
-        let hash = config.key(ip, identity.as_deref());
-        if let Some(wait) = config.blocked_for(hash) {
-            if config.shadow {
-                config
-                    .counters
-                    .shadow_refusals
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    target: "portcullis::audit",
-                    event = "lockout.shadow",
-                    retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                    "lockout would refuse (shadow mode)"
-                );
-            } else {
-                config.counters.refused.fetch_add(1, Ordering::Relaxed);
-                let response = Rejection::new(
-                    RejectionKind::LockedOut,
-                    "too many failed authentications from this client",
-                )
-                .with_retry_after(wait)
-                .into_deferred_response();
-                return ResponseFuture::refused(response);
-            }
+        let key = config.key(ip, identity.as_deref());
+        let has_identity = identity.is_some();
+        #[cfg(feature = "redis")]
+        if key.shared.is_some() {
+            return self.call_shared(key, has_identity, req);
         }
-        ResponseFuture::new(State::Inner {
-            future: self.inner.call(req),
-            observe: Some((self.config.clone(), hash, identity.is_some())),
-        })
-    }
-}
-
-pin_project! {
-    /// Response future of [`Lockout`].
-    pub struct ResponseFuture<F, B> {
-        #[pin]
-        state: State<F, B>,
-    }
-}
-
-impl<F, B> ResponseFuture<F, B> {
-    fn new(state: State<F, B>) -> Self {
-        Self { state }
-    }
-
-    fn refused(response: Response<B>) -> Self {
-        Self {
-            state: State::Refused {
-                response: Some(response),
-            },
+        if let Some(wait) = config.local_blocked_for(key.hash, config.clock.now())
+            && let Some(response) = config.refusal(wait, Block::Key)
+        {
+            return ResponseFuture::refused(response);
         }
+        let observer = Observer {
+            config: self.config.clone(),
+            key,
+            has_identity,
+        };
+        ResponseFuture::inner(self.inner.call(req), Finish::Observe(observer))
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<F, B> {
-        /// Refused before reaching the inner service.
-        Refused { response: Option<Response<B>> },
-        /// Passed to the inner service; its response is observed.
-        Inner {
-            #[pin]
-            future: F,
-            observe: Option<(Arc<Config>, u64, bool)>,
-        },
-    }
-}
-
-impl<F, B> fmt::Debug for ResponseFuture<F, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: Default,
-{
-    type Output = Result<Response<B>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Refused { response } => {
-                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                    Rejection::new(RejectionKind::LockedOut, "polled after completion")
-                        .into_deferred_response()
-                })))
+#[cfg(feature = "redis")]
+impl<S> Lockout<S> {
+    /// The shared-store path: check, call, then count or clear, each awaited in turn so the
+    /// next attempt sees this one.
+    fn call_shared<ReqBody, ResBody>(
+        &mut self,
+        key: Key,
+        has_identity: bool,
+        req: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: Default + Send + 'static,
+    {
+        let mut inner = crate::ratelimit::future::take_ready(&mut self.inner);
+        let config = self.config.clone();
+        ResponseFuture::boxed(Box::pin(async move {
+            let (blocked, may_hold_failures) = config.check(&key).await;
+            if let Some((wait, block)) = blocked
+                && let Some(response) = config.refusal(wait, block)
+            {
+                return Ok(response);
             }
-            StateProj::Inner { future, observe } => {
-                let response = ready!(future.poll(cx))?;
-                if let Some((config, hash, has_identity)) = observe.take() {
-                    let failed = response
-                        .extensions()
-                        .get::<Rejection>()
-                        .is_some_and(|r| r.kind() == RejectionKind::InvalidCredential);
-                    if failed {
-                        config.record_failure(hash);
-                    } else if has_identity && response.extensions().get::<Principal>().is_some() {
-                        config.clear(hash);
-                    }
-                }
-                Poll::Ready(Ok(response))
+            let response = inner.call(req).await?;
+            match verdict(&response) {
+                Some(false) => config.record_failure(&key).await,
+                // Nothing to clear (the usual case) costs no round trip.
+                Some(true) if has_identity && may_hold_failures => config.clear(&key).await,
+                _ => {}
             }
-        }
+            Ok(response)
+        }))
     }
 }
 
@@ -660,48 +854,54 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn backoff_doubles_then_locks_and_expires() {
+    #[tokio::test]
+    async fn backoff_doubles_then_locks_and_expires() {
         let clock = ManualClock::now_from_system();
         let l = layer(&clock, 1_000);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..2 {
-            l.record_failure(ip, None);
-            assert_eq!(l.blocked_for(ip, None), None);
+            l.record_failure(ip, None).await;
+            assert_eq!(l.blocked_for(ip, None).await, None);
         }
-        l.record_failure(ip, None);
-        assert_eq!(l.blocked_for(ip, None), Some(Duration::from_secs(1)));
+        l.record_failure(ip, None).await;
+        assert_eq!(l.blocked_for(ip, None).await, Some(Duration::from_secs(1)));
         clock.advance(Duration::from_secs(1));
-        l.record_failure(ip, None);
-        assert_eq!(l.blocked_for(ip, None), Some(Duration::from_secs(2)));
-        l.record_failure(ip, None);
-        assert_eq!(l.blocked_for(ip, None), Some(Duration::from_secs(900)));
+        l.record_failure(ip, None).await;
+        assert_eq!(l.blocked_for(ip, None).await, Some(Duration::from_secs(2)));
+        l.record_failure(ip, None).await;
+        assert_eq!(
+            l.blocked_for(ip, None).await,
+            Some(Duration::from_secs(900))
+        );
         assert_eq!(l.stats().locked, 1);
         // Another client is unaffected.
-        assert_eq!(l.blocked_for("192.0.2.2".parse().unwrap(), None), None);
+        assert_eq!(
+            l.blocked_for("192.0.2.2".parse().unwrap(), None).await,
+            None
+        );
         clock.advance(Duration::from_secs(900));
-        assert_eq!(l.blocked_for(ip, None), None);
+        assert_eq!(l.blocked_for(ip, None).await, None);
     }
 
-    #[test]
-    fn memory_is_bounded_and_locked_keys_survive_churn() {
+    #[tokio::test]
+    async fn memory_is_bounded_and_locked_keys_survive_churn() {
         let clock = ManualClock::now_from_system();
         let l = layer(&clock, 1_024);
         let attacker: IpAddr = "203.0.113.66".parse().unwrap();
         for _ in 0..5 {
-            l.record_failure(attacker, None);
+            l.record_failure(attacker, None).await;
         }
-        assert!(l.blocked_for(attacker, None).is_some());
+        assert!(l.blocked_for(attacker, None).await.is_some());
         for i in 0..1_000_000u32 {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            l.record_failure(ip, None);
+            l.record_failure(ip, None).await;
             if i % 1000 == 0 {
                 clock.advance(Duration::from_millis(1));
             }
         }
         let stats = l.stats();
         assert!(stats.tracked_keys <= 1_024, "{}", stats.tracked_keys);
-        assert!(l.blocked_for(attacker, None).is_some());
+        assert!(l.blocked_for(attacker, None).await.is_some());
     }
 
     #[test]
