@@ -236,7 +236,10 @@ where
         let authenticators = self.authenticators.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            match authenticate(&authenticators, &parts).await {
+            let started = std::time::Instant::now();
+            let outcome = authenticate(&authenticators, &parts).await;
+            observe(&parts, &outcome, started.elapsed());
+            match outcome {
                 Ok(Some(principal)) => {
                     parts.extensions.insert(principal.clone());
                     let mut response = inner.call(Request::from_parts(parts, body)).await?;
@@ -247,6 +250,38 @@ where
                 Err(rejection) => Ok(rejection.into_deferred_response()),
             }
         })
+    }
+}
+
+/// Counts a verification in the metrics and records `authn.success` when the auditor keeps it.
+fn observe(
+    parts: &Parts,
+    outcome: &Result<Option<Principal>, Rejection>,
+    elapsed: std::time::Duration,
+) {
+    let seconds = elapsed.as_secs_f64();
+    match outcome {
+        Ok(None) => {}
+        Ok(Some(principal)) => {
+            crate::audit::metrics::authn(principal.auth_method().name(), true, seconds);
+            let auditor = parts
+                .extensions
+                .get::<crate::audit::Auditor>()
+                .unwrap_or_else(|| crate::audit::global());
+            if auditor.wants_authn_success() {
+                let mut event =
+                    crate::audit::AuditEvent::new(crate::audit::EventType::AuthnSuccess)
+                        .with_principal(principal.clone());
+                if let Some(context) = parts.extensions.get::<crate::context::RequestContext>() {
+                    event.request_id = Some(context.request_id);
+                    event.client_ip = context.client_ip;
+                }
+                event.method = Some(parts.method.clone());
+                event.duration = Some(elapsed);
+                auditor.record(event);
+            }
+        }
+        Err(_) => crate::audit::metrics::authn("none", false, seconds),
     }
 }
 

@@ -464,13 +464,12 @@ impl Config {
             entry.blocked_until = now.saturating_add(self.lockout);
             self.counters.locked.fetch_add(1, Ordering::Relaxed);
             drop(shard);
-            tracing::warn!(
-                target: "portcullis::audit",
-                event = "lockout.locked",
-                failures,
-                lockout_secs = self.lockout / 1_000_000_000,
-                shadow = self.shadow,
-                "client locked out after repeated failed authentications"
+            crate::audit::global().record(
+                crate::audit::AuditEvent::new(crate::audit::EventType::LockoutLocked)
+                    .with_reason_code("locked")
+                    .with_detail("failures", failures)
+                    .with_detail("lockout_secs", self.lockout / 1_000_000_000)
+                    .with_detail("shadow", self.shadow),
             );
         } else if failures >= self.backoff_after {
             let doublings = (failures - self.backoff_after).min(63);

@@ -524,10 +524,17 @@ impl Inner {
                 if changed {
                     let kids: Vec<&str> = parsed.keys.iter().filter_map(|k| k.kid()).collect();
                     tracing::info!(target: "portcullis::jwks", url = %self.config.shown_url, ?kids, "JWKS keys updated");
+                    crate::audit::global().record(
+                        crate::audit::AuditEvent::new(crate::audit::EventType::KeyRotated)
+                            .with_reason_code("jwks_updated")
+                            .with_detail("source", self.config.shown_url.to_string())
+                            .with_detail("kids", kids.join(",")),
+                    );
                     state.fingerprint = Some(parsed.fingerprint);
                     self.current
                         .store(Arc::new(KeySnapshot { keys: parsed.keys }));
                 }
+                crate::audit::metrics::jwks_refresh(if changed { "updated" } else { "unchanged" });
                 state.last_success = Some(now);
                 state.last_error = None;
                 state.consecutive_failures = 0;
@@ -537,6 +544,8 @@ impl Inner {
             }
             Err(error) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
+                crate::audit::metrics::jwks_refresh("failure");
+                crate::audit::global().signal(crate::audit::Signal::JwksFailure);
                 state.consecutive_failures = state.consecutive_failures.saturating_add(1);
                 let retry = self.config.retry_after(state.consecutive_failures);
                 state.next_due = Instant::now() + retry;
