@@ -642,3 +642,98 @@ async fn the_example_writes_a_keyed_chain_that_audit_verify_accepts() {
     let (code, out) = audit_verify(&file, None).unwrap();
     assert_eq!(code, 1, "{out}");
 }
+
+/// The webhook hook POSTs each alert as JSON, off the caller's thread; plain http needs the
+/// `insecure_allow_http` opt-in; a dead endpoint is a counted failure, not an error.
+#[tokio::test]
+async fn webhook_hook_posts_alerts() {
+    use portcullis::audit::{AlertDetector, Signal, WebhookHook};
+    use std::num::NonZeroU32;
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, String)>(8);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: http::HeaderMap, body: String| {
+            let tx = tx.clone();
+            async move {
+                let content_type = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = tx.send((content_type, body)).await;
+                http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    assert!(
+        WebhookHook::builder(&url).build().is_err(),
+        "http needs the opt-in"
+    );
+    assert!(WebhookHook::builder("ftp://example.com/x").build().is_err());
+    let hook = WebhookHook::builder(&url)
+        .insecure_allow_http()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let detector = AlertDetector::builder()
+        .rule(
+            Signal::Forbidden,
+            NonZeroU32::new(2).unwrap(),
+            Duration::from_secs(60),
+        )
+        .hook(hook.clone())
+        .build()
+        .unwrap();
+    let auditor = Auditor::builder()
+        .sink(|_: &AuditEvent| {})
+        .alerts(detector)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let mut event = AuditEvent::new(EventType::AuthzDeny);
+        event.status = Some(403);
+        auditor.record(event);
+    }
+    let (content_type, body) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the webhook was called")
+        .unwrap();
+    assert_eq!(content_type, "application/json");
+    let alert: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(alert["alert"], "forbidden_spike");
+    assert_eq!(alert["count"], 2);
+    assert_eq!(alert["threshold"], 2);
+    assert_eq!(hook.failures(), 0);
+
+    // An endpoint that is gone: the POST fails and is counted.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let dead = WebhookHook::builder(dead_url)
+        .insecure_allow_http()
+        .build()
+        .unwrap();
+    let detector = AlertDetector::builder()
+        .rule(Signal::Lockout, NonZeroU32::MIN, Duration::from_secs(60))
+        .hook(dead.clone())
+        .build()
+        .unwrap();
+    let auditor = Auditor::builder()
+        .sink(|_: &AuditEvent| {})
+        .alerts(detector)
+        .build()
+        .unwrap();
+    auditor.record(AuditEvent::new(EventType::LockoutLocked));
+    for _ in 0..600 {
+        if dead.failures() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead.failures(), 1);
+}

@@ -8,6 +8,7 @@
 //!   declaration errors.
 //! - [`cache`]: the verified-token cache against expiry and key rotation, on a manual clock.
 //! - [`tonic_grpc`]: a real tonic server and client over loopback.
+//! - [`redaction`]: no credential in audit events, traces, metric labels or responses.
 //! - [`runbooks`]: the commands of `docs/runbooks/` against the running example.
 //! - [`real_idp`]: a real OpenID Provider (node's `oidc-provider`) on loopback.
 
@@ -24,6 +25,7 @@ mod cache;
 mod cedar;
 mod matrix;
 mod real_idp;
+mod redaction;
 mod routing;
 mod runbooks;
 mod support;
