@@ -17,6 +17,12 @@ use crate::error::ConfigError;
 pub trait AuditSink: Send + Sync + 'static {
     /// Records one event.
     fn record(&self, event: &AuditEvent);
+
+    /// Records one event the sink may keep (the last sink of an [`Auditor`] gets the event by
+    /// value, so a queueing sink need not clone it). Default: [`record`](AuditSink::record).
+    fn record_owned(&self, event: AuditEvent) {
+        self.record(&event);
+    }
 }
 
 impl<F> AuditSink for F
@@ -196,15 +202,11 @@ impl Auditor {
             e if e.is_success() => self.inner.success.keep(&self.inner.success_counter),
             _ => true,
         };
-        if keep {
-            self.dispatch(&event);
-        }
-    }
-
-    /// Hands an event to the sinks without sampling, metrics or detection.
-    pub(crate) fn dispatch(&self, event: &AuditEvent) {
-        for sink in &self.inner.sinks {
-            sink.record(event);
+        if keep && let Some((last, others)) = self.inner.sinks.split_last() {
+            for sink in others {
+                sink.record(&event);
+            }
+            last.record_owned(event);
         }
     }
 

@@ -53,6 +53,16 @@ pub enum EventType {
     AuditLoss,
     /// The hash-chained file was closed cleanly; the last line of an intact file.
     AuditSealed,
+    /// A rate limit in shadow mode would have refused a request (it passed).
+    RateLimitShadow,
+    /// A lockout in shadow mode would have refused a request (it passed).
+    LockoutShadow,
+    /// The shared rate-limit store did not answer; the local limiter decided (fail open).
+    RateLimitFallback,
+    /// The shared rate-limit store did not answer; the request was refused (fail closed).
+    RateLimitStoreUnavailable,
+    /// A candidate policy evaluated beside the enforced one decided differently.
+    AuthzShadowDisagreement,
 }
 
 impl EventType {
@@ -73,6 +83,11 @@ impl EventType {
             EventType::RequestRejected => "request.rejected",
             EventType::AuditLoss => "audit.loss",
             EventType::AuditSealed => "audit.sealed",
+            EventType::RateLimitShadow => "ratelimit.shadow",
+            EventType::LockoutShadow => "lockout.shadow",
+            EventType::RateLimitFallback => "ratelimit.fallback",
+            EventType::RateLimitStoreUnavailable => "ratelimit.store_unavailable",
+            EventType::AuthzShadowDisagreement => "authz.shadow_disagreement",
         }
     }
 
@@ -272,7 +287,11 @@ impl AuditEvent {
             | EventType::LockoutLocked
             | EventType::SecurityAlert
             | EventType::RequestRejected
-            | EventType::AuditLoss => Severity::Warn,
+            | EventType::AuditLoss
+            | EventType::RateLimitShadow
+            | EventType::LockoutShadow
+            | EventType::RateLimitFallback
+            | EventType::RateLimitStoreUnavailable => Severity::Warn,
             _ => Severity::Info,
         };
         Self {

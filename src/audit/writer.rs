@@ -93,7 +93,8 @@ enum Target {
 /// on the writer thread, which writes in batches. A file is always hash-chained (see
 /// [`chain`](super::chain)): opening an existing file continues its chain after its last line.
 /// [`shutdown`](JsonLinesSink::shutdown) writes everything queued before it, seals a file
-/// and syncs it to disk.
+/// and syncs it to disk. Dropping every handle without it lets the thread finish in the
+/// background, but the process may exit first: call `shutdown`.
 ///
 /// ```
 /// use portcullis::audit::{AuditEvent, Auditor, EventType, JsonLinesSink, VerifyOptions, verify_file};
@@ -206,7 +207,11 @@ impl JsonLinesSink {
 
 impl AuditSink for JsonLinesSink {
     fn record(&self, event: &AuditEvent) {
-        let msg = Msg::Event(Box::new(event.clone()));
+        self.record_owned(event.clone());
+    }
+
+    fn record_owned(&self, event: AuditEvent) {
+        let msg = Msg::Event(Box::new(event));
         let counters = &self.inner.counters;
         let sent = match self.inner.overflow {
             Overflow::Block => self.inner.tx.send(msg).is_ok(),

@@ -543,11 +543,13 @@ where
                     .counters
                     .shadow_refusals
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    target: "portcullis::audit",
-                    event = "lockout.shadow",
-                    retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                    "lockout would refuse (shadow mode)"
+                crate::audit::global().record(
+                    crate::audit::AuditEvent::new(crate::audit::EventType::LockoutShadow)
+                        .with_reason_code("locked_out")
+                        .with_detail(
+                            "retry_after_ms",
+                            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        ),
                 );
             } else {
                 config.counters.refused.fetch_add(1, Ordering::Relaxed);
