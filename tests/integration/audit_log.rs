@@ -737,3 +737,68 @@ async fn webhook_hook_posts_alerts() {
     }
     assert_eq!(dead.failures(), 1);
 }
+
+/// The metrics of docs/metrics.md, through the process-wide Prometheus recorder (the writer
+/// thread records on the global recorder). The only test that installs one.
+#[tokio::test]
+async fn metrics_cover_authentication_decisions_jwks_and_the_audit_queue() {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap();
+
+    // Authentication, decisions and rejections through the demo stack.
+    let buffer = Buffer::default();
+    let sink = JsonLinesSink::writer(buffer.clone()).build().unwrap();
+    let auditor = Auditor::builder().sink(sink.clone()).build().unwrap();
+    let app = demo_app_audited(auditor);
+    let reader = token("user-reader", &["reader"]);
+    assert_eq!(
+        send(&app, request(&Method::GET, "/api/me", &[&reader]))
+            .await
+            .0
+            .status,
+        200
+    );
+    let (denied, _) = send(
+        &app,
+        request(&Method::DELETE, "/api/documents/1", &[&reader]),
+    )
+    .await;
+    assert_eq!(denied.status, 403);
+    let forged = format!("{reader}x");
+    assert_eq!(
+        send(&app, request(&Method::GET, "/api/me", &[&forged]))
+            .await
+            .0
+            .status,
+        401
+    );
+    sink.shutdown().unwrap();
+
+    // A JWKS endpoint that does not answer.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks.json", closed.local_addr().unwrap());
+    drop(closed);
+    let jwks = portcullis::authn::jwt::RemoteJwks::builder(url)
+        .insecure_allow_http()
+        .build()
+        .unwrap();
+    assert!(jwks.refresh().await.is_err());
+
+    let text = handle.render();
+    let has = |needle: &str| assert!(text.contains(needle), "{needle} missing:\n{text}");
+    has("portcullis_authn_total{method=\"jwt\",result=\"success\"}");
+    has("portcullis_authn_total{method=\"none\",result=\"failure\"}");
+    has("portcullis_authn_verification_seconds");
+    has("portcullis_authz_decisions_total{policy=\"has_role(admin)\",decision=\"deny\"}");
+    has("portcullis_rejections_total{kind=\"forbidden\"}");
+    has("portcullis_rejections_total{kind=\"invalid_credential\"}");
+    has("portcullis_jwks_refresh_total{result=\"failure\"}");
+    has("portcullis_audit_events_total{event=\"authz.allow\"}");
+    has("portcullis_audit_events_written_total");
+    has("portcullis_audit_queue_depth");
+    // Labels carry no subject, path or token.
+    assert!(!text.contains("user-reader"));
+    assert!(!text.contains("/api/"));
+    assert!(support::leaked_piece(&text, &reader).is_none());
+}
