@@ -9,6 +9,14 @@
 //! reader, an editor and an admin, which are printed with ready-to-run curl lines; the public
 //! key is served at `/.well-known/jwks.json`.
 //!
+//! Audit: one JSON line per request on stdout, or in the hash-chained file
+//! `PORTCULLIS_AUDIT_FILE` (HMAC-keyed with the key in `PORTCULLIS_AUDIT_HMAC_KEY_FILE`, if set);
+//! check the file with `cargo run --example audit_verify -- FILE`. Ctrl-C or SIGTERM shuts
+//! down gracefully: in-flight requests finish, the audit queue is written out, the file is
+//! sealed and its last hash printed. Security alerts (spikes of 401/403/429, unknown key ids,
+//! JWKS failures, lockouts) are audit events and go to stderr too, and to
+//! `PORTCULLIS_ALERT_WEBHOOK` when set. Prometheus metrics at `/metrics` (admin only).
+//!
 //! With `PORTCULLIS_CEDAR_POLICIES=examples/secure_api.cedar` every route is decided by those
 //! Cedar policies instead of the built-in ones (same allow/deny matrix), validated against
 //! `PORTCULLIS_CEDAR_SCHEMA` (default: the `.cedarschema` file next to the policies).
@@ -22,6 +30,10 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use portcullis::audit::{
+    Alert, AlertDetector, AuditEvent, Auditor, ChainKey, EventType, JsonLinesSink, WebhookHook,
+};
 use portcullis::authn::AuthnLayer;
 use portcullis::authn::jwt::JwtAuthenticator;
 use portcullis::authn::jwt::StartupMode;
@@ -55,6 +67,7 @@ struct Document {
 
 #[derive(Clone)]
 struct AppState {
+    metrics: PrometheusHandle,
     documents: Arc<RwLock<BTreeMap<u64, Document>>>,
     report: Arc<RouteReport>,
     jwks: Arc<Value>,
@@ -141,16 +154,21 @@ async fn delete_document(
         .ok_or_else(Rejection::not_found)
 }
 
-/// `{"jti": "...", "exp": 1700000000}`; `exp` (the token's expiry, Unix seconds) is optional.
+/// `{"jti": "...", "exp": 1700000000}` (`exp`, the token's expiry in Unix seconds, optional),
+/// or `{"subject": "..."}` to revoke every token of a subject issued until now.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RevokeToken {
-    jti: String,
+    #[serde(default)]
+    jti: Option<String>,
     #[serde(default)]
     exp: Option<u64>,
+    #[serde(default)]
+    subject: Option<String>,
 }
 
-/// Revokes one token by its `jti`; from then on it gets 401.
+/// Revokes one token by its `jti`, or every token of a subject issued until now ("log out
+/// everywhere"); from then on they get 401.
 ///
 /// Look-up is by `jti` only, so the token's expiry is not known here: with `exp` in the body the
 /// entry is kept until then, without it for the authenticator's maximum token lifetime (24 h),
@@ -162,11 +180,23 @@ async fn revoke_token(
     let exp = request
         .exp
         .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
-    match state.revocation.revoke_jti(&request.jti, exp).await {
+    let revoked = match (&request.jti, &request.subject) {
+        (Some(jti), None) => state.revocation.revoke_jti(jti, exp).await,
+        (None, Some(subject)) if exp.is_none() => {
+            state.revocation.revoke_subject_now(subject).await
+        }
+        _ => {
+            return Err(Rejection::new(
+                RejectionKind::ValidationFailed,
+                "give either jti (with an optional exp) or subject",
+            ));
+        }
+    };
+    match revoked {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(e) if e.kind() == RevocationErrorKind::InvalidInput => Err(Rejection::new(
             RejectionKind::ValidationFailed,
-            "jti must be 1..=1024 bytes",
+            "jti and subject must be 1..=1024 bytes",
         )),
         Err(e) => {
             tracing::error!(target: "secure_api", error = %e, "revocation not stored");
@@ -181,6 +211,17 @@ async fn revoke_token(
 
 async fn routes_report(State(state): State<AppState>) -> Json<RouteReport> {
     Json((*state.report).clone())
+}
+
+/// Prometheus text exposition of the portcullis metrics (docs/metrics.md).
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 async fn jwks(State(state): State<AppState>) -> Json<Value> {
@@ -216,6 +257,8 @@ fn routes(cedar: Option<&SharedPolicy>) -> SecureRouter<AppState> {
             "/admin/routes",
             get(routes_report, policy(has_role("admin"))),
         )
+        // Operational, not part of the authorization model under test: always admin only.
+        .route("/metrics", get(metrics, has_role("admin")))
 }
 
 /// The Cedar policy of `PORTCULLIS_CEDAR_POLICIES` (namespace `Demo`), with the schema of
@@ -248,29 +291,82 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn init_audit_log() {
+/// Application logs (warnings and errors) on stderr. Audit events do not go through
+/// `tracing` here: the JSON-lines sink writes them from its own thread.
+fn init_logs() {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
-    // Audit events as JSON lines on stdout; everything else (warnings) on stderr.
-    let audit = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_writer(std::io::stdout)
-        .with_filter(Targets::new().with_target(portcullis::audit::TARGET, LevelFilter::INFO));
     let other = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_filter(
-            Targets::new()
-                .with_default(LevelFilter::WARN)
-                .with_target(portcullis::audit::TARGET, LevelFilter::OFF),
-        );
-    tracing_subscriber::registry()
-        .with(audit)
-        .with(other)
-        .init();
+        .with_filter(Targets::new().with_default(LevelFilter::WARN));
+    tracing_subscriber::registry().with(other).init();
+}
+
+/// The audit pipeline: JSON lines on stdout, or the hash-chained `PORTCULLIS_AUDIT_FILE`
+/// (keyed with `PORTCULLIS_AUDIT_HMAC_KEY_FILE`); alerts to stderr and to
+/// `PORTCULLIS_ALERT_WEBHOOK`.
+fn audit_from_env() -> Result<(Auditor, JsonLinesSink), Box<dyn std::error::Error>> {
+    let sink = match std::env::var_os("PORTCULLIS_AUDIT_FILE") {
+        Some(path) => {
+            let mut builder = JsonLinesSink::file(&path);
+            let keyed = match std::env::var_os("PORTCULLIS_AUDIT_HMAC_KEY_FILE") {
+                Some(key_file) => {
+                    let key = ChainKey::from_file(key_file, None)?;
+                    let id = key.id().to_owned();
+                    builder = builder.hmac_key(key);
+                    format!(", HMAC key {id}")
+                }
+                None => String::new(),
+            };
+            let sink = builder.build()?;
+            eprintln!(
+                "audit: hash-chained JSON lines in {}{keyed}",
+                std::path::Path::new(&path).display()
+            );
+            sink
+        }
+        None => JsonLinesSink::stdout().build()?,
+    };
+    let mut alerts = AlertDetector::builder().hook(|alert: &Alert| {
+        eprintln!("SECURITY ALERT {}", alert.to_json());
+    });
+    if let Ok(url) = std::env::var("PORTCULLIS_ALERT_WEBHOOK") {
+        let mut webhook = WebhookHook::builder(&url);
+        if url.starts_with("http://127.") || url.starts_with("http://localhost") {
+            webhook = webhook.insecure_allow_http();
+        }
+        alerts = alerts.hook(webhook.build()?);
+        eprintln!("alerts: also POSTed to the webhook");
+    }
+    let auditor = Auditor::builder()
+        .sink(sink.clone())
+        .alerts(alerts.build()?)
+        .build()?;
+    Ok((auditor, sink))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 use tracing_subscriber::Layer as _;
@@ -398,7 +494,20 @@ impl AbuseLimits {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    init_audit_log();
+    init_logs();
+    let (auditor, audit_sink) = audit_from_env()?;
+    portcullis::audit::install_global(auditor.clone())?;
+    let metrics = PrometheusBuilder::new().install_recorder()?;
+    {
+        // Histograms are summarized on render; upkeep keeps their memory bounded.
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                metrics.run_upkeep();
+            }
+        });
+    }
     let addr: SocketAddr = std::env::var("PORTCULLIS_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
         .parse()?;
@@ -436,6 +545,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let report = routes(cedar.as_ref()).report();
     let state = AppState {
+        metrics,
         documents: Arc::new(RwLock::new(BTreeMap::from([(
             1,
             Document {
@@ -464,7 +574,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(AuthnLayer::new(jwt))
         .layer(limits.lockout)
         .layer(limits.per_ip)
-        .layer(RequestContextLayer::new());
+        .layer(RequestContextLayer::new().with_auditor(auditor.clone()));
+    auditor.record(
+        AuditEvent::new(EventType::ConfigLoaded)
+            .with_reason_code("startup")
+            .with_detail("component", "secure_api")
+            .with_detail(
+                "authorization",
+                if cedar.is_some() { "cedar" } else { "builtin" },
+            )
+            .with_detail(
+                "mode",
+                if std::env::var_os("PORTCULLIS_ISSUER").is_some() {
+                    "oidc"
+                } else {
+                    "dev"
+                },
+            ),
+    );
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let Some(key) = dev_key else {
@@ -473,8 +600,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
-        return Ok(());
+        return finish_audit(&audit_sink);
     };
     let now = unix_now();
     eprintln!("portcullis secure_api (dev mode) listening on http://{addr}");
@@ -514,6 +642,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
+    .with_graceful_shutdown(shutdown_signal())
     .await?;
+    finish_audit(&audit_sink)
+}
+
+/// After the server stopped: writes out the audit queue, seals the file, prints its last hash
+/// (record it elsewhere: it detects a file cut back to an earlier seal).
+fn finish_audit(sink: &JsonLinesSink) -> Result<(), Box<dyn std::error::Error>> {
+    let report = sink.shutdown()?;
+    match (report.lines, report.last_hash) {
+        (Some(lines), Some(hash)) => eprintln!(
+            "audit: {} events written, {} dropped; file sealed at line {lines}, last hash {hash}",
+            report.stats.written, report.stats.dropped
+        ),
+        _ => eprintln!(
+            "audit: {} events written, {} dropped",
+            report.stats.written, report.stats.dropped
+        ),
+    }
     Ok(())
 }

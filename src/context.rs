@@ -54,7 +54,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::audit::{AuditRecord, truncate};
+use crate::audit::{AuditEvent, Auditor, EventType, TraceId, truncate};
 use crate::body::SecureBody;
 use crate::client_ip::ClientIpResolver;
 use crate::error::ConfigError;
@@ -90,6 +90,15 @@ impl RequestId {
         hex_into(prefix, &mut out[..16]);
         hex_into(n, &mut out[16..]);
         RequestId(out)
+    }
+
+    /// Reads an id back from its text (32 lowercase hex digits).
+    pub fn parse(text: &str) -> Option<Self> {
+        let bytes: [u8; 32] = text.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+            .then_some(RequestId(bytes))
     }
 
     /// The id as text.
@@ -188,6 +197,7 @@ pub struct RequestContextLayer {
     normalize_framework_rejections: bool,
     client_ip: Option<Arc<ClientIpResolver>>,
     resource_metadata: Option<HeaderValue>,
+    auditor: Option<Auditor>,
 }
 
 impl Default for RequestContextLayer {
@@ -203,7 +213,19 @@ impl RequestContextLayer {
             normalize_framework_rejections: true,
             client_ip: None,
             resource_metadata: None,
+            auditor: None,
         }
+    }
+
+    /// Records the per-request events with `auditor` (sinks, sampling, alerts) and hands it
+    /// to the inner layers in the request extensions, so their events (authorization
+    /// decisions, `authn.success`) go to the same place.
+    ///
+    /// Default: the [`global`](crate::audit::global) auditor, which is the `tracing` sink
+    /// unless the application installed another.
+    pub fn with_auditor(mut self, auditor: Auditor) -> Self {
+        self.auditor = Some(auditor);
+        self
     }
 
     /// Resolves the client address with `resolver` (trusted proxies and forwarded headers)
@@ -257,6 +279,7 @@ impl<S> Layer<S> for RequestContextLayer {
             normalize: self.normalize_framework_rejections,
             client_ip: self.client_ip.clone(),
             resource_metadata: self.resource_metadata.clone(),
+            auditor: self.auditor.clone(),
         }
     }
 }
@@ -268,6 +291,7 @@ pub struct RequestContextService<S> {
     normalize: bool,
     client_ip: Option<Arc<ClientIpResolver>>,
     resource_metadata: Option<HeaderValue>,
+    auditor: Option<Auditor>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestContextService<S>
@@ -292,13 +316,21 @@ where
         if let Some(ip) = context.client_ip {
             req.extensions_mut().insert(ClientIp(ip));
         }
+        let trace_id = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| TraceId::from_traceparent(v.as_bytes()));
+        if let Some(auditor) = &self.auditor {
+            req.extensions_mut().insert(auditor.clone());
+        }
         let state = EdgeState {
             method: req.method().clone(),
-            // Cloning the URI shares its buffer; the path is cut to size only if audited.
             uri: req.uri().clone(),
+            trace_id,
             context: context.clone(),
             normalize: self.normalize,
             resource_metadata: self.resource_metadata.clone(),
+            auditor: self.auditor.clone(),
         };
         req.extensions_mut().insert(context);
         ResponseFuture {
@@ -310,10 +342,13 @@ where
 
 struct EdgeState {
     method: Method,
+    /// Cheap to clone (shared bytes); the path is copied out only when the event needs it.
     uri: http::Uri,
+    trace_id: Option<TraceId>,
     context: RequestContext,
     normalize: bool,
     resource_metadata: Option<HeaderValue>,
+    auditor: Option<Auditor>,
 }
 
 pin_project! {
@@ -379,11 +414,7 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
     }
 
     let request_id = state.context.request_id;
-    let principal = parts.extensions.get::<Principal>().cloned();
-    let route = parts.extensions.get::<MatchedRoute>().cloned();
-    let duration_us =
-        u64::try_from(state.context.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-
+    let duration = state.context.started.elapsed();
     let mut response = match &rejection {
         Some(rejection) => {
             let rendered = if state.context.grpc {
@@ -415,34 +446,52 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
 
-    let record = AuditRecord {
-        event: rejection
-            .as_ref()
-            .map_or("request.completed", |r| r.kind().audit_event_type()),
-        request_id: request_id.as_str(),
-        method: state.method.as_str(),
-        route: route.as_ref().map(|r| &*r.0),
-        path: if route.is_none() || rejection.is_some() {
-            Some(truncate(state.uri.path(), 256))
-        } else {
-            None
-        },
-        client_ip: state.context.client_ip,
-        subject: principal.as_ref().map(Principal::subject),
-        auth_method: principal.as_ref().map(|p| p.auth_method().name()),
-        status: response.status().as_u16(),
-        grpc_status: rejection
-            .as_ref()
-            .filter(|_| state.context.grpc)
-            .map(|r| r.kind().grpc_code()),
-        kind: rejection.as_ref().map(|r| r.kind().name()),
-        reason: rejection.as_ref().map(Rejection::detail),
-        policy: rejection.as_ref().and_then(Rejection::policy_id),
-        decision_id: rejection.as_ref().and_then(Rejection::decision_id),
-        duration_us,
-    };
-    record.emit();
+    let event = edge_event(&state, &response, rejection.as_ref(), duration);
+    match &state.auditor {
+        Some(auditor) => auditor.record(event),
+        None => crate::audit::global().record(event),
+    }
     response
+}
+
+/// The request's own audit event.
+fn edge_event<B>(
+    state: &EdgeState,
+    response: &Response<B>,
+    rejection: Option<&Rejection>,
+    duration: std::time::Duration,
+) -> AuditEvent {
+    let extensions = response.extensions();
+    let route = extensions.get::<MatchedRoute>().map(|r| r.0.clone());
+    let mut event = AuditEvent::new(rejection.map_or(EventType::AuthzAllow, |r| {
+        EventType::from_rejection_event(r.kind().audit_event_type())
+    }));
+    event.request_id = Some(state.context.request_id);
+    event.trace_id = state.trace_id;
+    event.principal = extensions.get::<Principal>().cloned();
+    event.client_ip = state.context.client_ip;
+    event.method = Some(state.method.clone());
+    if state.context.grpc {
+        event.grpc_method = Some(truncate(state.uri.path(), 256).into());
+    }
+    if route.is_none() || rejection.is_some() {
+        event.path = Some(truncate(state.uri.path(), 256).into());
+    }
+    event.route = route;
+    event.status = Some(response.status().as_u16());
+    event.duration = Some(duration);
+    if let Some(rejection) = rejection {
+        if state.context.grpc {
+            event.grpc_status = Some(rejection.kind().grpc_code());
+        }
+        event.reason_code = Some(rejection.kind().name());
+        event.reason = Some(rejection.detail().to_owned().into());
+        if let Some(policy) = rejection.policy_id() {
+            event.policy_ids.push(policy.into());
+        }
+        event.decision_id = rejection.decision_id().map(Into::into);
+    }
+    event
 }
 
 /// Appends the `resource_metadata` parameter to the Bearer challenge.

@@ -10,6 +10,7 @@
 //! ```
 //!
 //! - [`context`]: the edge layer (request id, rendering of rejections, audit events).
+//! - [`audit`]: audit events, the JSON-lines and hash-chained sinks, metrics, alerts.
 //! - [`authn`]: the [`Authenticator`](authn::Authenticator) trait, [`AuthnLayer`](authn::AuthnLayer),
 //!   and JWT verification ([`authn::jwt`]).
 //! - [`authz`]: [`Policy`](authz::Policy), the built-in policies and RBAC.
@@ -29,6 +30,8 @@
 //! | `config` | no | [`authz::config::PolicyFile`]: roles and route / gRPC policies from a TOML file |
 //! | `testing` | no | [`testing`]: key generation, token minting and an in-process identity provider for tests (enables `axum`) |
 //! | `cedar` | no | [`authz::cedar`]: Cedar policies (the `cedar-policy` crate) as a `Policy`, validated against a Cedar schema at startup |
+//! | `metrics` | no | counters and histograms through the [`metrics`](https://docs.rs/metrics) facade ([`audit::metrics`] lists the names) |
+//! | `webhook` | no | [`audit::WebhookHook`]: security alerts POSTed to a webhook (HTTP with rustls) |
 //! | `full` | no | all of the above |
 //!
 //! Features only add capabilities; none weakens a default.

@@ -289,7 +289,9 @@ where
         let (mut parts, body) = req.into_parts();
         // The common case (cached token, static keys, in-memory stores) decides here and calls
         // the inner service directly, with no boxed future.
+        let started = std::time::Instant::now();
         if let Some(outcome) = authenticate_now(&self.authenticators, &parts) {
+            observe(&parts, &outcome, started.elapsed());
             return match outcome {
                 Ok(Some(principal)) => {
                     parts.extensions.insert(principal.clone());
@@ -307,7 +309,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authenticators = self.authenticators.clone();
         ResponseFuture::waiting(Box::pin(async move {
-            match authenticate(&authenticators, &parts).await {
+            let started = std::time::Instant::now();
+            let outcome = authenticate(&authenticators, &parts).await;
+            observe(&parts, &outcome, started.elapsed());
+            match outcome {
                 Ok(Some(principal)) => {
                     parts.extensions.insert(principal.clone());
                     let mut response = inner.call(Request::from_parts(parts, body)).await?;
@@ -389,6 +394,38 @@ where
             },
             StateProj::Waiting { future } => future.as_mut().poll(cx),
         }
+    }
+}
+
+/// Counts a verification in the metrics and records `authn.success` when the auditor keeps it.
+fn observe(
+    parts: &Parts,
+    outcome: &Result<Option<Principal>, Rejection>,
+    elapsed: std::time::Duration,
+) {
+    let seconds = elapsed.as_secs_f64();
+    match outcome {
+        Ok(None) => {}
+        Ok(Some(principal)) => {
+            crate::audit::metrics::authn(principal.auth_method().name(), true, seconds);
+            let auditor = parts
+                .extensions
+                .get::<crate::audit::Auditor>()
+                .unwrap_or_else(|| crate::audit::global());
+            if auditor.wants_authn_success() {
+                let mut event =
+                    crate::audit::AuditEvent::new(crate::audit::EventType::AuthnSuccess)
+                        .with_principal(principal.clone());
+                if let Some(context) = parts.extensions.get::<crate::context::RequestContext>() {
+                    event.request_id = Some(context.request_id);
+                    event.client_ip = context.client_ip;
+                }
+                event.method = Some(parts.method.clone());
+                event.duration = Some(elapsed);
+                auditor.record(event);
+            }
+        }
+        Err(_) => crate::audit::metrics::authn("none", false, seconds),
     }
 }
 

@@ -627,7 +627,13 @@ impl Revocation {
         // An `exp` beyond the maximum lifetime cannot belong to an accepted token; cap it so a
         // mistaken value cannot pin an entry for years.
         let until = expires_at.map_or(latest, |exp| exp.min(latest)) + self.inner.retention_margin;
-        self.inner.store.revoke_jti(jti, until).await
+        self.inner.store.revoke_jti(jti, until).await?;
+        crate::audit::global().record(
+            crate::audit::AuditEvent::new(crate::audit::EventType::TokenRevoked)
+                .with_reason_code("revoked_jti")
+                .with_detail("jti", jti.to_owned()),
+        );
+        Ok(())
     }
 
     /// Revokes the token `principal` was authenticated with, by its `jti` claim, until its
@@ -655,7 +661,19 @@ impl Revocation {
         self.inner
             .store
             .revoke_subject(subject, not_before, ttl)
-            .await
+            .await?;
+        crate::audit::global().record(
+            crate::audit::AuditEvent::new(crate::audit::EventType::TokenRevoked)
+                .with_reason_code("revoked_subject")
+                .with_detail("subject", subject.to_owned())
+                .with_detail(
+                    "not_before",
+                    not_before
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                ),
+        );
+        Ok(())
     }
 
     /// "Log out everywhere": refuses every token of `subject` issued until now.

@@ -265,7 +265,7 @@ pub(crate) fn authorize<B, ResBody: Default>(
     match decision {
         Decision::Allow => {
             if config.sample_allow() {
-                DecisionRecord {
+                let mut event = DecisionRecord {
                     decision_id: RequestId::generate().as_str(),
                     allowed: true,
                     policy_id: policy.id(),
@@ -277,13 +277,15 @@ pub(crate) fn authorize<B, ResBody: Default>(
                     subject: ctx.principal.map(Principal::subject),
                     request_id: request_id.as_ref().map(RequestId::as_str),
                 }
-                .emit();
+                .to_event();
+                event.principal = ctx.principal.cloned();
+                crate::audit::record_in(req.extensions(), event);
             }
             Ok((req, MatchedRoute(route)))
         }
         Decision::Deny(denial) => {
             let decision_id = RequestId::generate();
-            DecisionRecord {
+            let mut event = DecisionRecord {
                 decision_id: decision_id.as_str(),
                 allowed: false,
                 policy_id: &denial.policy_id,
@@ -295,7 +297,9 @@ pub(crate) fn authorize<B, ResBody: Default>(
                 subject: ctx.principal.map(Principal::subject),
                 request_id: request_id.as_ref().map(RequestId::as_str),
             }
-            .emit();
+            .to_event();
+            event.principal = ctx.principal.cloned();
+            crate::audit::record_in(req.extensions(), event);
             let detail = format!(
                 "policy {} denied {} {}: {} ({})",
                 denial.policy_id,

@@ -247,7 +247,7 @@ fn record(
     target: &str,
     evaluation: std::time::Duration,
 ) {
-    DecisionRecord {
+    let mut event = DecisionRecord {
         decision_id: decision_id.as_str(),
         allowed,
         policy_id,
@@ -259,7 +259,9 @@ fn record(
         subject: ctx.principal.map(Principal::subject),
         request_id: None,
     }
-    .emit();
+    .to_event();
+    event.principal = ctx.principal.cloned();
+    crate::audit::global().record(event);
 }
 
 #[cfg(test)]

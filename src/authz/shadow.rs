@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Decision, Policy, PolicyContext, SharedPolicy};
-use crate::principal::Principal;
 
 /// Counters of one shadowed policy. Cheap to clone; all clones share the counts.
 #[derive(Debug, Clone, Default)]
@@ -76,16 +75,15 @@ impl Policy for Shadow {
                 counters.would_allow.fetch_add(1, Ordering::Relaxed);
                 "allow"
             };
-            tracing::info!(
-                target: "portcullis::audit",
-                event = "authz.shadow_disagreement",
-                enforced = &**self.enforced.id(),
-                candidate = &**self.candidate.id(),
-                candidate_would = would,
-                method = ctx.method.as_str(),
-                route = ctx.route,
-                subject = ctx.principal.map(Principal::subject),
-            );
+            let mut event =
+                crate::audit::AuditEvent::new(crate::audit::EventType::AuthzShadowDisagreement)
+                    .with_policy_id(self.enforced.id().clone())
+                    .with_policy_id(self.candidate.id().clone())
+                    .with_route(ctx.route)
+                    .with_detail("candidate_would", would);
+            event.method = Some(ctx.method.clone());
+            event.principal = ctx.principal.cloned();
+            crate::audit::global().record(event);
         }
         enforced
     }
@@ -115,6 +113,7 @@ mod tests {
     use super::*;
     use crate::authz::{authenticated, has_role, public};
     use crate::principal::AuthMethod;
+    use crate::principal::Principal;
     use http::Method;
     use proptest::prelude::*;
 

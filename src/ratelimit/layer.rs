@@ -524,12 +524,14 @@ impl Config {
         let label = self.tiers.get(index).map_or("", |t| t.label.as_str());
         if self.shadow {
             self.counters.shadow_limited.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                target: "portcullis::audit",
-                event = "ratelimit.shadow",
-                limit = label,
-                retry_after_ms = u64::try_from(decision.retry_after().as_millis()).unwrap_or(u64::MAX),
-                "rate limit would refuse (shadow mode)"
+            crate::audit::global().record(
+                crate::audit::AuditEvent::new(crate::audit::EventType::RateLimitShadow)
+                    .with_reason_code("rate_limited")
+                    .with_detail("limit", label.to_owned())
+                    .with_detail(
+                        "retry_after_ms",
+                        u64::try_from(decision.retry_after().as_millis()).unwrap_or(u64::MAX),
+                    ),
             );
             return Verdict::Pass(None);
         }

@@ -69,13 +69,12 @@ pub(crate) fn captured<F: Future>(future: F) -> (F::Output, String) {
     (output, text)
 }
 
-/// The captured audit events (target `portcullis::audit`).
 /// The per-request audit events (written once per request at the edge), without the
 /// `authz.decision` records that policies write beside them.
 pub(crate) fn audit_events(text: &str) -> Vec<Value> {
     all_audit_events(text)
         .into_iter()
-        .filter(|event| event["event"] != "authz.decision")
+        .filter(|event| event.get("status").is_some())
         .collect()
 }
 
@@ -85,6 +84,11 @@ pub(crate) fn all_audit_events(text: &str) -> Vec<Value> {
         .map(|line| serde_json::from_str::<Value>(line).expect("one JSON object per line"))
         .filter(|event| event["target"] == TARGET)
         .collect()
+}
+
+/// The event-specific `details` (a JSON object text on the `tracing` target).
+pub(crate) fn details(event: &Value) -> Value {
+    serde_json::from_str(event["details"].as_str().expect("details")).expect("details JSON")
 }
 
 /// The one audit event carrying `request_id`.
@@ -142,7 +146,7 @@ fn invalid_token_is_one_authn_failure_event_with_the_private_reason() {
     assert_eq!(events.len(), 1, "one request, one audit event: {events:?}");
     let event = event_for(&events, &request_id(&parts));
     assert_eq!(event["event"], "authn.failure");
-    assert_eq!(event["kind"], "invalid_credential");
+    assert_eq!(event["reason_code"], "invalid_credential");
     assert_eq!(event["level"], "WARN");
     assert_eq!(event["method"], "GET");
     assert_eq!(event["status"], 401);
@@ -186,12 +190,12 @@ fn forbidden_request_names_the_subject_the_route_template_and_the_policy() {
         .collect();
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["decision_id"], decision_id);
-    assert_eq!(records[0]["allowed"], false);
+    assert_eq!(details(&records[0])["allowed"], false);
     assert_eq!(records[0]["reason_code"], "no_rule_permits");
-    assert_eq!(records[0]["policy"], "has_role(admin)");
+    assert_eq!(records[0]["policy_ids"], "has_role(admin)");
     assert_eq!(records[0]["route"], "/api/documents/{id}");
     assert_eq!(records[0]["request_id"], request_id(&parts).as_str());
-    assert_eq!(event["kind"], "forbidden");
+    assert_eq!(event["reason_code"], "forbidden");
     assert_eq!(event["method"], "DELETE");
     assert_eq!(event["status"], 403);
     assert_eq!(event["client_ip"], "127.0.0.1");
@@ -201,7 +205,7 @@ fn forbidden_request_names_the_subject_the_route_template_and_the_policy() {
         event["route"], "/api/documents/{id}",
         "the template, not the raw path"
     );
-    assert_eq!(event["policy"], "has_role(admin)");
+    assert_eq!(event["policy_ids"], "has_role(admin)");
     let reason = event["reason"].as_str().expect("reason");
     assert!(
         reason.contains("has_role(admin)"),
@@ -248,7 +252,7 @@ fn every_request_is_audited_exactly_once() {
 
     let event = event_for(&events, &request_id(&anonymous.0));
     assert_eq!(event["event"], "authz.deny");
-    assert_eq!(event["kind"], "missing_credential");
+    assert_eq!(event["reason_code"], "missing_credential");
     assert_eq!(event["route"], "/api/me");
     assert_eq!(event["status"], 401);
     assert!(event.get("client_ip").is_none(), "{event}");
@@ -256,7 +260,7 @@ fn every_request_is_audited_exactly_once() {
 
     let event = event_for(&events, &request_id(&two_headers.0));
     assert_eq!(event["event"], "authn.failure");
-    assert_eq!(event["kind"], "invalid_credential_request");
+    assert_eq!(event["reason_code"], "invalid_credential_request");
     assert_eq!(event["status"], 400);
     assert!(
         event["reason"]
@@ -266,13 +270,13 @@ fn every_request_is_audited_exactly_once() {
     );
 
     let event = event_for(&events, &request_id(&allowed.0));
-    assert_eq!(event["event"], "request.completed");
+    assert_eq!(event["event"], "authz.allow");
     assert_eq!(event["level"], "INFO");
     assert_eq!(event["status"], 200);
     assert_eq!(event["subject"], "user-reader");
     assert_eq!(event["route"], "/api/documents/{id}");
     assert_eq!(event["client_ip"], "127.0.0.1");
-    assert!(event.get("kind").is_none(), "{event}");
+    assert!(event.get("reason_code").is_none(), "{event}");
     assert!(event.get("reason").is_none(), "{event}");
 
     assert_no_token(&text, &[&reader, &admin]);

@@ -3,10 +3,13 @@
 //! - [`matrix`]: every route of the demo contract × every caller (anonymous, each role, every
 //!   kind of bad token, several credentials) with the exact refusal each must get.
 //! - [`audit`]: the audit event of a refusal, captured from `tracing`.
+//! - [`audit_log`]: the JSON-lines sink, the hash-chained file and its verifier.
 //! - [`routing`]: the route-policy report, nesting and merging, template-based authorization,
 //!   declaration errors.
 //! - [`cache`]: the verified-token cache against expiry and key rotation, on a manual clock.
 //! - [`tonic_grpc`]: a real tonic server and client over loopback.
+//! - [`redaction`]: no credential in audit events, traces, metric labels or responses.
+//! - [`runbooks`]: the commands of `docs/runbooks/` against the running example.
 //! - [`real_idp`]: a real OpenID Provider (node's `oidc-provider`) on loopback.
 
 // Helpers outside `#[test]` functions are test code too: a failed setup step should panic.
@@ -17,10 +20,13 @@
 )]
 
 mod audit;
+mod audit_log;
 mod cache;
 mod cedar;
 mod matrix;
 mod real_idp;
+mod redaction;
 mod routing;
+mod runbooks;
 mod support;
 mod tonic_grpc;

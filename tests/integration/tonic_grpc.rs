@@ -61,18 +61,20 @@ fn health_check_over_loopback_is_secured() {
     assert_eq!(count(&|e| e["grpc_status"] == 7), 2, "PERMISSION_DENIED");
     assert_eq!(count(&|e| e["grpc_status"] == 3), 1, "INVALID_ARGUMENT");
     assert_eq!(
-        count(&|e| e["event"] == "request.completed"
+        count(&|e| e["event"] == "authz.allow"
             && e["route"] == CHECK
             && e.get("grpc_status").is_none()),
         2
     );
     assert_eq!(
-        count(&|e| e["kind"] == "forbidden" && e["route"] == CHECK && e["subject"] == "user-plain"),
+        count(&|e| e["reason_code"] == "forbidden"
+            && e["route"] == CHECK
+            && e["subject"] == "user-plain"),
         1,
         "the role denial names the subject and the method path"
     );
     assert_eq!(
-        count(&|e| e["kind"] == "forbidden" && e["policy"] == "method_policies:unlisted"),
+        count(&|e| e["reason_code"] == "forbidden" && e["policy_ids"] == "method_policies:unlisted"),
         1,
         "the unlisted method is denied by the method table"
     );

@@ -518,16 +518,20 @@ impl Inner {
         let now = self.clock.now();
         let mut state = lock(&self.state);
         state.in_flight = None;
+        // Audited after the state lock is released (a blocking audit sink must not hold it).
+        let mut rotated = None;
         let outcome = match fetched {
             Ok((parsed, max_age)) => {
                 let changed = state.fingerprint != Some(parsed.fingerprint);
                 if changed {
                     let kids: Vec<&str> = parsed.keys.iter().filter_map(|k| k.kid()).collect();
                     tracing::info!(target: "portcullis::jwks", url = %self.config.shown_url, ?kids, "JWKS keys updated");
+                    rotated = Some(kids.join(","));
                     state.fingerprint = Some(parsed.fingerprint);
                     self.current
                         .store(Arc::new(KeySnapshot { keys: parsed.keys }));
                 }
+                crate::audit::metrics::jwks_refresh(if changed { "updated" } else { "unchanged" });
                 state.last_success = Some(now);
                 state.last_error = None;
                 state.consecutive_failures = 0;
@@ -537,6 +541,7 @@ impl Inner {
             }
             Err(error) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
+                crate::audit::metrics::jwks_refresh("failure");
                 state.consecutive_failures = state.consecutive_failures.saturating_add(1);
                 let retry = self.config.retry_after(state.consecutive_failures);
                 state.next_due = Instant::now() + retry;
@@ -552,6 +557,16 @@ impl Inner {
             }
         };
         drop(state);
+        match (&outcome, rotated) {
+            (Ok(_), Some(kids)) => crate::audit::global().record(
+                crate::audit::AuditEvent::new(crate::audit::EventType::KeyRotated)
+                    .with_reason_code("jwks_updated")
+                    .with_detail("source", self.config.shown_url.clone())
+                    .with_detail("kids", kids),
+            ),
+            (Err(_), _) => crate::audit::global().signal(crate::audit::Signal::JwksFailure),
+            _ => {}
+        }
         self.wake.notify_one();
         outcome
     }

@@ -580,13 +580,12 @@ impl Config {
             }
             Outcome::Locked => {
                 self.counters.locked.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    target: "portcullis::audit",
-                    event = "lockout.locked",
-                    failures,
-                    lockout_secs = self.policy.lockout / 1_000_000_000,
-                    shadow = self.shadow,
-                    "client locked out after repeated failed authentications"
+                crate::audit::global().record(
+                    crate::audit::AuditEvent::new(crate::audit::EventType::LockoutLocked)
+                        .with_reason_code("locked")
+                        .with_detail("failures", failures)
+                        .with_detail("lockout_secs", self.policy.lockout / 1_000_000_000)
+                        .with_detail("shadow", self.shadow),
                 );
             }
         }
@@ -676,11 +675,13 @@ impl Config {
             self.counters
                 .shadow_refusals
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                target: "portcullis::audit",
-                event = "lockout.shadow",
-                retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                "lockout would refuse (shadow mode)"
+            crate::audit::global().record(
+                crate::audit::AuditEvent::new(crate::audit::EventType::LockoutShadow)
+                    .with_reason_code("locked_out")
+                    .with_detail(
+                        "retry_after_ms",
+                        u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    ),
             );
             return None;
         }

@@ -211,22 +211,18 @@ impl RedisLockoutStore {
         let mode = self.inner.mode;
         if mode == FailureMode::FailOpen {
             self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                target: "portcullis::audit",
-                event = "lockout.fallback",
-                operation,
-                reason = failure.reason(),
-                mode = mode.as_str(),
-                "lockout store unavailable; using the local counters"
+            crate::audit::global().record(
+                crate::audit::AuditEvent::new(crate::audit::EventType::LockoutFallback)
+                    .with_reason_code("fail_open")
+                    .with_reason(failure.reason().to_string())
+                    .with_detail("operation", operation),
             );
         } else {
-            tracing::warn!(
-                target: "portcullis::audit",
-                event = "lockout.store_unavailable",
-                operation,
-                reason = failure.reason(),
-                mode = mode.as_str(),
-                "lockout store unavailable; refusing"
+            crate::audit::global().record(
+                crate::audit::AuditEvent::new(crate::audit::EventType::LockoutStoreUnavailable)
+                    .with_reason_code("fail_closed")
+                    .with_reason(failure.reason().to_string())
+                    .with_detail("operation", operation),
             );
         }
         mode

@@ -204,23 +204,23 @@ impl RedisRateLimitStore {
                 self.inner.failures.fetch_add(1, Ordering::Relaxed);
                 match self.inner.mode {
                     FailureMode::FailClosed => {
-                        tracing::warn!(
-                            target: "portcullis::audit",
-                            event = "ratelimit.store_unavailable",
-                            reason,
-                            mode = FailureMode::FailClosed.as_str(),
-                            "rate limit store unavailable; refusing"
+                        crate::audit::global().record(
+                            crate::audit::AuditEvent::new(
+                                crate::audit::EventType::RateLimitStoreUnavailable,
+                            )
+                            .with_reason_code("fail_closed")
+                            .with_reason(reason.to_string()),
                         );
                         gcra::deny_all(quota)
                     }
                     FailureMode::FailOpen => {
                         self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            target: "portcullis::audit",
-                            event = "ratelimit.fallback",
-                            reason,
-                            mode = FailureMode::FailOpen.as_str(),
-                            "rate limit store unavailable; using the local limiter"
+                        crate::audit::global().record(
+                            crate::audit::AuditEvent::new(
+                                crate::audit::EventType::RateLimitFallback,
+                            )
+                            .with_reason_code("fail_open")
+                            .with_reason(reason.to_string()),
                         );
                         self.inner.local.check(&redis_key, quota, now)
                     }

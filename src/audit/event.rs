@@ -1,0 +1,683 @@
+//! The audit event schema (version [`SCHEMA_VERSION`]).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::Method;
+
+use crate::context::RequestId;
+use crate::principal::{AuthMethod, Principal, PrincipalKind};
+
+/// The version of the event schema, written as `v` in every event. It changes when a field is
+/// removed or changes meaning; new fields and event types keep it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What happened. The wire names (`authn.failure`, ...) are stable; see
+/// `docs/audit-events.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventType {
+    /// A credential was verified (sampled; off by default, the request's own event names the
+    /// principal).
+    AuthnSuccess,
+    /// A credential was presented and refused, or could not be read.
+    AuthnFailure,
+    /// A request passed its policy and completed (sampled).
+    AuthzAllow,
+    /// A policy refused the request (including "authentication required").
+    AuthzDeny,
+    /// One authorization decision, with its id, policy and reason code (denials always,
+    /// allows sampled by the guard).
+    AuthzDecision,
+    /// A rate limit refused the request.
+    RateLimited,
+    /// A client was locked out after repeated failures, or a locked-out client was refused.
+    LockoutLocked,
+    /// A token was revoked (by `jti` or by subject).
+    TokenRevoked,
+    /// Signing keys changed (a JWKS refresh installed a different key set) or a key ring
+    /// rotated.
+    KeyRotated,
+    /// A configuration was loaded (at startup or on reload).
+    ConfigLoaded,
+    /// The alert detector saw a spike; see the `details` field.
+    SecurityAlert,
+    /// A request refused for its form rather than its caller: unknown route, wrong method,
+    /// body too large, unsupported media type, validation failure.
+    RequestRejected,
+    /// The JSON-lines writer lost events (overflow with the drop policy); `details.dropped`
+    /// counts them.
+    AuditLoss,
+    /// The hash-chained file was closed cleanly; the last line of an intact file.
+    AuditSealed,
+    /// A rate limit in shadow mode would have refused a request (it passed).
+    RateLimitShadow,
+    /// A lockout in shadow mode would have refused a request (it passed).
+    LockoutShadow,
+    /// The shared rate-limit store did not answer; the local limiter decided (fail open).
+    RateLimitFallback,
+    /// The shared rate-limit store did not answer; the request was refused (fail closed).
+    RateLimitStoreUnavailable,
+    /// A candidate policy evaluated beside the enforced one decided differently.
+    AuthzShadowDisagreement,
+    /// The shared lockout store did not answer; the layer's local counters decided (fail open).
+    LockoutFallback,
+    /// The shared lockout store did not answer; the request was refused (fail closed).
+    LockoutStoreUnavailable,
+}
+
+impl EventType {
+    /// The stable wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventType::AuthnSuccess => "authn.success",
+            EventType::AuthnFailure => "authn.failure",
+            EventType::AuthzAllow => "authz.allow",
+            EventType::AuthzDeny => "authz.deny",
+            EventType::AuthzDecision => "authz.decision",
+            EventType::RateLimited => "ratelimit.limited",
+            EventType::LockoutLocked => "lockout.locked",
+            EventType::TokenRevoked => "token.revoked",
+            EventType::KeyRotated => "key.rotated",
+            EventType::ConfigLoaded => "config.loaded",
+            EventType::SecurityAlert => "security.alert",
+            EventType::RequestRejected => "request.rejected",
+            EventType::AuditLoss => "audit.loss",
+            EventType::AuditSealed => "audit.sealed",
+            EventType::RateLimitShadow => "ratelimit.shadow",
+            EventType::LockoutShadow => "lockout.shadow",
+            EventType::RateLimitFallback => "ratelimit.fallback",
+            EventType::RateLimitStoreUnavailable => "ratelimit.store_unavailable",
+            EventType::LockoutFallback => "lockout.fallback",
+            EventType::LockoutStoreUnavailable => "lockout.store_unavailable",
+            EventType::AuthzShadowDisagreement => "authz.shadow_disagreement",
+        }
+    }
+
+    /// The type for the wire name of a refusal in the rejection table.
+    pub(crate) fn from_rejection_event(name: &str) -> EventType {
+        match name {
+            "authn.failure" => EventType::AuthnFailure,
+            "authz.deny" => EventType::AuthzDeny,
+            "ratelimit.limited" => EventType::RateLimited,
+            "lockout.locked" => EventType::LockoutLocked,
+            _ => EventType::RequestRejected,
+        }
+    }
+
+    /// Whether this records a success (subject to sampling).
+    pub const fn is_success(self) -> bool {
+        matches!(self, EventType::AuthnSuccess | EventType::AuthzAllow)
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How serious an event is: `WARN` for refusals and alerts, `INFO` otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Severity {
+    /// Normal operation.
+    Info,
+    /// A refusal, a loss or an alert.
+    Warn,
+}
+
+impl Severity {
+    /// `INFO` or `WARN`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "INFO",
+            Severity::Warn => "WARN",
+        }
+    }
+}
+
+/// A value of an event-specific detail.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum DetailValue {
+    /// Text.
+    Str(Cow<'static, str>),
+    /// A count or size.
+    U64(u64),
+    /// A flag.
+    Bool(bool),
+}
+
+impl From<&'static str> for DetailValue {
+    fn from(v: &'static str) -> Self {
+        DetailValue::Str(Cow::Borrowed(v))
+    }
+}
+impl From<String> for DetailValue {
+    fn from(v: String) -> Self {
+        DetailValue::Str(Cow::Owned(v))
+    }
+}
+impl From<u64> for DetailValue {
+    fn from(v: u64) -> Self {
+        DetailValue::U64(v)
+    }
+}
+impl From<u32> for DetailValue {
+    fn from(v: u32) -> Self {
+        DetailValue::U64(u64::from(v))
+    }
+}
+impl From<bool> for DetailValue {
+    fn from(v: bool) -> Self {
+        DetailValue::Bool(v)
+    }
+}
+
+/// A W3C trace context id taken from a valid `traceparent` header (32 lowercase hex digits).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceId([u8; 32]);
+
+impl TraceId {
+    /// The trace id of a `traceparent` value (`00-<trace-id>-<parent-id>-<flags>`), if it is
+    /// well-formed and not all zeros.
+    pub fn from_traceparent(value: &[u8]) -> Option<TraceId> {
+        // version "-" trace-id(32) "-" parent-id(16) "-" flags(2); future versions may append.
+        if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+            return None;
+        }
+        let is_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        if !value[..2].iter().all(is_hex) || &value[..2] == b"ff" {
+            return None;
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&value[3..35]);
+        if !id.iter().all(is_hex) || id.iter().all(|b| *b == b'0') {
+            return None;
+        }
+        if !value[36..52].iter().all(is_hex) || !value[53..55].iter().all(is_hex) {
+            return None;
+        }
+        if value[..2] == *b"00" && value.len() != 55 {
+            return None;
+        }
+        Some(TraceId(id))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One audit event. Every field is optional except the time and the type; see
+/// `docs/audit-events.md` for the meaning of each and [`SCHEMA_VERSION`].
+///
+/// There is no field that could carry a credential: no headers, no query string, no token,
+/// no key material. The principal is recorded by its identifiers (subject, kind, issuer,
+/// authentication method, key id), never by its claims.
+///
+/// ```
+/// use portcullis::audit::{AuditEvent, EventType};
+///
+/// let event = AuditEvent::new(EventType::TokenRevoked)
+///     .with_reason_code("revoked_by_operator")
+///     .with_detail("jti", "4f1c2a");
+/// let line = event.to_json();
+/// assert!(line.starts_with("{\"v\":1,"));
+/// assert!(line.contains("\"event\":\"token.revoked\""));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AuditEvent {
+    /// When the event happened.
+    pub timestamp: SystemTime,
+    /// What happened.
+    pub event: EventType,
+    /// How serious it is.
+    pub severity: Severity,
+    /// The request id (also in `x-request-id` and in problem bodies).
+    pub request_id: Option<RequestId>,
+    /// The W3C trace id of the request's `traceparent`, when it carried a valid one.
+    pub trace_id: Option<TraceId>,
+    /// The authorization decision id (also in the problem body of a denial).
+    pub decision_id: Option<Arc<str>>,
+    /// The authenticated caller, recorded by identifiers only.
+    pub principal: Option<Principal>,
+    /// The client address.
+    pub client_ip: Option<IpAddr>,
+    /// The HTTP method.
+    pub method: Option<Method>,
+    /// The matched route template (`/documents/{id}`), never the raw path.
+    pub route: Option<Arc<str>>,
+    /// The request path without its query string, truncated to 256 bytes; only on refusals
+    /// before a route matched.
+    pub path: Option<Box<str>>,
+    /// The gRPC method (`/package.Service/Method`, truncated to 256 bytes) of a gRPC request.
+    pub grpc_method: Option<Box<str>>,
+    /// The HTTP status sent.
+    pub status: Option<u16>,
+    /// The gRPC status of a gRPC refusal.
+    pub grpc_status: Option<u8>,
+    /// The policies that decided.
+    pub policy_ids: Vec<Arc<str>>,
+    /// A stable machine-readable reason (`invalid_credential`, `no_rule_permits`, ...).
+    pub reason_code: Option<&'static str>,
+    /// The private human-readable detail (never shown to the client).
+    pub reason: Option<Cow<'static, str>>,
+    /// Time spent in the stack (or in the evaluation, for decision records).
+    pub duration: Option<Duration>,
+    /// Event-specific details with fixed names (documented per event type).
+    pub details: Vec<(&'static str, DetailValue)>,
+}
+
+impl AuditEvent {
+    /// An event of type `event`, now, with no other field set. Severity is `WARN` for
+    /// refusals, losses and alerts, `INFO` otherwise.
+    pub fn new(event: EventType) -> Self {
+        let severity = match event {
+            EventType::AuthnFailure
+            | EventType::AuthzDeny
+            | EventType::RateLimited
+            | EventType::LockoutLocked
+            | EventType::SecurityAlert
+            | EventType::RequestRejected
+            | EventType::AuditLoss
+            | EventType::RateLimitShadow
+            | EventType::LockoutShadow
+            | EventType::RateLimitFallback
+            | EventType::RateLimitStoreUnavailable
+            | EventType::LockoutFallback
+            | EventType::LockoutStoreUnavailable => Severity::Warn,
+            _ => Severity::Info,
+        };
+        Self {
+            timestamp: SystemTime::now(),
+            event,
+            severity,
+            request_id: None,
+            trace_id: None,
+            decision_id: None,
+            principal: None,
+            client_ip: None,
+            method: None,
+            route: None,
+            path: None,
+            grpc_method: None,
+            status: None,
+            grpc_status: None,
+            policy_ids: Vec::new(),
+            reason_code: None,
+            reason: None,
+            duration: None,
+            details: Vec::new(),
+        }
+    }
+
+    /// Sets the time.
+    pub fn with_timestamp(mut self, at: SystemTime) -> Self {
+        self.timestamp = at;
+        self
+    }
+    /// Sets the severity.
+    pub fn with_severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+    /// Sets the request id.
+    pub fn with_request_id(mut self, id: RequestId) -> Self {
+        self.request_id = Some(id);
+        self
+    }
+    /// Sets the principal.
+    pub fn with_principal(mut self, principal: Principal) -> Self {
+        self.principal = Some(principal);
+        self
+    }
+    /// Sets the client address.
+    pub fn with_client_ip(mut self, ip: IpAddr) -> Self {
+        self.client_ip = Some(ip);
+        self
+    }
+    /// Sets the route template.
+    pub fn with_route(mut self, route: impl Into<Arc<str>>) -> Self {
+        self.route = Some(route.into());
+        self
+    }
+    /// Adds a policy id.
+    pub fn with_policy_id(mut self, id: impl Into<Arc<str>>) -> Self {
+        self.policy_ids.push(id.into());
+        self
+    }
+    /// Sets the reason code (a fixed, bounded identifier).
+    pub fn with_reason_code(mut self, code: &'static str) -> Self {
+        self.reason_code = Some(code);
+        self
+    }
+    /// Sets the private reason. Never put a credential here.
+    pub fn with_reason(mut self, reason: impl Into<Cow<'static, str>>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+    /// Adds an event-specific detail.
+    pub fn with_detail(mut self, name: &'static str, value: impl Into<DetailValue>) -> Self {
+        self.details.push((name, value.into()));
+        self
+    }
+
+    /// The detail named `name`.
+    pub fn detail(&self, name: &str) -> Option<&DetailValue> {
+        self.details
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The key id the principal authenticated with: the JWT `kid`, the API key id or the mTLS
+    /// identity.
+    pub fn key_id(&self) -> Option<&str> {
+        match self.principal.as_ref()?.auth_method() {
+            AuthMethod::Jwt { kid, .. } => kid.as_deref(),
+            AuthMethod::ApiKey { key_id } => Some(key_id),
+            AuthMethod::Mtls { identity } => Some(identity),
+            _ => None,
+        }
+    }
+
+    /// The event as one JSON object (no trailing newline).
+    pub fn to_json(&self) -> String {
+        let mut buf = Vec::with_capacity(384);
+        self.write_json_fields(&mut buf);
+        buf.push(b'}');
+        // Only valid UTF-8 (JSON text) is ever written into the buffer.
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Writes `{` and every present field, without the closing brace, so a writer can append
+    /// its own fields (the hash chain).
+    pub(crate) fn write_json_fields(&self, buf: &mut Vec<u8>) {
+        let mut w = JsonObject { buf, first: true };
+        w.raw("v", itoa(u64::from(SCHEMA_VERSION)).as_bytes());
+        w.string_raw("ts", &rfc3339(self.timestamp));
+        w.string_raw("event", self.event.as_str());
+        w.string_raw("level", self.severity.as_str());
+        if let Some(id) = &self.request_id {
+            w.string_raw("request_id", id.as_str());
+        }
+        if let Some(id) = &self.trace_id {
+            w.string_raw("trace_id", id.as_str());
+        }
+        if let Some(id) = &self.decision_id {
+            w.string("decision_id", id);
+        }
+        if let Some(p) = &self.principal {
+            w.string("subject", p.subject());
+            w.string_raw(
+                "principal_kind",
+                match p.kind() {
+                    PrincipalKind::Service => "service",
+                    _ => "user",
+                },
+            );
+            if let Some(issuer) = p.issuer() {
+                w.string("issuer", issuer);
+            }
+            w.string("auth_method", p.auth_method().name());
+            if let Some(key_id) = self.key_id() {
+                w.string("key_id", key_id);
+            }
+        }
+        if let Some(ip) = &self.client_ip {
+            w.string_raw("client_ip", &ip.to_string());
+        }
+        if let Some(method) = &self.method {
+            w.string("method", method.as_str());
+        }
+        if let Some(route) = &self.route {
+            w.string("route", route);
+        }
+        if let Some(path) = &self.path {
+            w.string("path", path);
+        }
+        if let Some(m) = &self.grpc_method {
+            w.string("grpc_method", m);
+        }
+        if let Some(status) = self.status {
+            w.raw("status", itoa(u64::from(status)).as_bytes());
+        }
+        if let Some(status) = self.grpc_status {
+            w.raw("grpc_status", itoa(u64::from(status)).as_bytes());
+        }
+        if !self.policy_ids.is_empty() {
+            w.key("policy_ids");
+            w.buf.push(b'[');
+            for (i, id) in self.policy_ids.iter().enumerate() {
+                if i > 0 {
+                    w.buf.push(b',');
+                }
+                push_json_str(w.buf, id);
+            }
+            w.buf.push(b']');
+        }
+        if let Some(code) = self.reason_code {
+            w.string("reason_code", code);
+        }
+        if let Some(reason) = &self.reason {
+            w.string("reason", reason);
+        }
+        if let Some(d) = self.duration {
+            w.raw(
+                "duration_us",
+                itoa(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)).as_bytes(),
+            );
+        }
+        if !self.details.is_empty() {
+            w.key("details");
+            write_details(w.buf, &self.details);
+        }
+    }
+
+    /// The `details` as a JSON object text (for the `tracing` sink).
+    pub(crate) fn details_json(&self) -> Option<String> {
+        if self.details.is_empty() {
+            return None;
+        }
+        let mut buf = Vec::new();
+        write_details(&mut buf, &self.details);
+        Some(String::from_utf8(buf).unwrap_or_default())
+    }
+
+    /// The `policy_ids` as a comma-separated list (for the `tracing` sink).
+    pub(crate) fn policy_ids_joined(&self) -> Option<String> {
+        if self.policy_ids.is_empty() {
+            return None;
+        }
+        Some(
+            self.policy_ids
+                .iter()
+                .map(|id| &**id)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    }
+}
+
+fn write_details(buf: &mut Vec<u8>, details: &[(&'static str, DetailValue)]) {
+    buf.push(b'{');
+    for (i, (name, value)) in details.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        push_json_str(buf, name);
+        buf.push(b':');
+        match value {
+            DetailValue::Str(s) => push_json_str(buf, s),
+            DetailValue::U64(n) => buf.extend_from_slice(itoa(*n).as_bytes()),
+            DetailValue::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
+        }
+    }
+    buf.push(b'}');
+}
+
+struct JsonObject<'a> {
+    buf: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl JsonObject<'_> {
+    fn key(&mut self, name: &str) {
+        self.buf.push(if self.first { b'{' } else { b',' });
+        self.first = false;
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+    fn raw(&mut self, name: &str, value: &[u8]) {
+        self.key(name);
+        self.buf.extend_from_slice(value);
+    }
+    /// A value known to need no escaping (hex ids, fixed names, addresses, timestamps).
+    fn string_raw(&mut self, name: &str, value: &str) {
+        self.key(name);
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(value.as_bytes());
+        self.buf.push(b'"');
+    }
+    fn string(&mut self, name: &str, value: &str) {
+        self.key(name);
+        push_json_str(self.buf, value);
+    }
+}
+
+/// Appends `value` as a JSON string (quotes and escapes).
+pub(crate) fn push_json_str(buf: &mut Vec<u8>, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    buf.push(b'"');
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            buf.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        } else {
+            buf.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
+}
+
+fn itoa(n: u64) -> String {
+    n.to_string()
+}
+
+/// RFC 3339 UTC time with microseconds: `2026-01-31T12:00:00.000000Z`.
+pub(crate) fn rfc3339(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil date from days since the epoch (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let t = UNIX_EPOCH + Duration::from_micros(951_782_400_000_000 + 86_399_123_456);
+        assert_eq!(rfc3339(t), "2000-02-29T23:59:59.123456Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_798_761_599);
+        assert_eq!(rfc3339(t), "2026-12-31T23:59:59.000000Z");
+    }
+
+    #[test]
+    fn json_is_valid_and_escaped() {
+        let event = AuditEvent::new(EventType::AuthzDeny)
+            .with_reason("quote \" backslash \\ newline \n control \u{1} unicode é")
+            .with_policy_id("has_role(admin)")
+            .with_detail("n", 3u64)
+            .with_detail("flag", true)
+            .with_detail("name", "x\"y");
+        let value: serde_json::Value = serde_json::from_str(&event.to_json()).unwrap();
+        assert_eq!(
+            value["reason"],
+            "quote \" backslash \\ newline \n control \u{1} unicode é"
+        );
+        assert_eq!(value["policy_ids"][0], "has_role(admin)");
+        assert_eq!(value["details"]["n"], 3);
+        assert_eq!(value["details"]["flag"], true);
+        assert_eq!(value["details"]["name"], "x\"y");
+        assert_eq!(value["v"], SCHEMA_VERSION);
+        assert_eq!(value["level"], "WARN");
+        assert_eq!(
+            event.details_json().unwrap(),
+            r#"{"n":3,"flag":true,"name":"x\"y"}"#
+        );
+    }
+
+    #[test]
+    fn traceparent_parsing() {
+        let ok = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            TraceId::from_traceparent(ok).unwrap().as_str(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        for bad in [
+            &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            b"garbage",
+        ] {
+            assert!(TraceId::from_traceparent(bad).is_none(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! The JSON-lines sink: a bounded queue in front of one writer thread.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::auditor::AuditSink;
+use super::chain::{Chain, ChainKey};
+use super::event::{AuditEvent, EventType};
+use crate::error::ConfigError;
+
+/// Queue capacity by default.
+pub const DEFAULT_CAPACITY: usize = 8192;
+/// The writer writes its batch when it grows beyond this many bytes, and whenever the queue
+/// is empty.
+const BATCH_BYTES: usize = 256 * 1024;
+/// While busy the writer polls the queue every millisecond instead of sleeping on it, so
+/// producers never pay for a wake-up; after this many empty polls it sleeps until woken.
+const IDLE_POLLS: u32 = 100;
+const POLL: Duration = Duration::from_millis(1);
+
+/// What [`JsonLinesSink::record`](AuditSink::record) does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Wait for room: nothing is lost, but a request thread stalls while the writer is
+    /// behind (a slow or full disk slows the service down). The default.
+    Block,
+    /// Drop the event and count it: the service never stalls on the audit trail, and every
+    /// loss is counted ([`SinkStats::dropped`], metric `portcullis_audit_events_dropped_total`)
+    /// and written into the log itself as an `audit.loss` event.
+    Drop,
+}
+
+/// Counters of a [`JsonLinesSink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SinkStats {
+    /// Events accepted into the queue.
+    pub enqueued: u64,
+    /// Event lines written (not counting `audit.loss` and `audit.sealed` lines).
+    pub written: u64,
+    /// Events lost: dropped on overflow, offered after shutdown, or in a write that failed.
+    pub dropped: u64,
+    /// Events waiting in the queue.
+    pub queued: u64,
+}
+
+/// What [`JsonLinesSink::shutdown`] leaves behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Final counters.
+    pub stats: SinkStats,
+    /// The hash of the last line (the seal) of a chained file, hex: keep it apart from the
+    /// file (another system, a ticket) to detect later truncation back to an earlier seal.
+    pub last_hash: Option<String>,
+    /// Lines in the chained file (its last `seq`).
+    pub lines: Option<u64>,
+}
+
+#[derive(Default)]
+struct Counters {
+    enqueued: AtomicU64,
+    written: AtomicU64,
+    dropped: AtomicU64,
+    processed: AtomicU64,
+}
+
+enum Msg {
+    Event(Box<AuditEvent>),
+    Flush(SyncSender<io::Result<()>>),
+    Shutdown(SyncSender<io::Result<ShutdownReport>>),
+}
+
+enum Target {
+    Stdout,
+    File(PathBuf),
+    Writer(Box<dyn Write + Send>),
+}
+
+/// Writes audit events as JSON lines (schema in `docs/audit-events.md`) to stdout, a file or
+/// any writer, from a background thread fed through a bounded queue.
+///
+/// The request path only moves the event into the queue: formatting, hashing and I/O happen
+/// on the writer thread, which writes in batches. A file is always hash-chained (see
+/// [`chain`](super::chain)): opening an existing file continues its chain after its last line.
+/// [`shutdown`](JsonLinesSink::shutdown) writes everything queued before it, seals a file
+/// and syncs it to disk. Dropping every handle without it lets the thread finish in the
+/// background, but the process may exit first: call `shutdown`.
+///
+/// ```
+/// use portcullis::audit::{AuditEvent, Auditor, EventType, JsonLinesSink, VerifyOptions, verify_file};
+///
+/// let dir = std::env::temp_dir().join(format!("portcullis-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("audit.jsonl");
+/// # let _ = std::fs::remove_file(&path);
+/// let sink = JsonLinesSink::file(&path).build().unwrap();
+/// let auditor = Auditor::builder().sink(sink.clone()).build().unwrap();
+/// for _ in 0..3 {
+///     auditor.record(AuditEvent::new(EventType::AuthzDeny));
+/// }
+/// let report = sink.shutdown().unwrap();
+/// assert_eq!(report.stats.written, 3);
+/// // Three events and the seal.
+/// assert_eq!(verify_file(&path, &VerifyOptions::default()).unwrap().lines, 4);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct JsonLinesSink {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    tx: SyncSender<Msg>,
+    overflow: Overflow,
+    counters: Arc<Counters>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    chained: bool,
+}
+
+impl fmt::Debug for JsonLinesSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonLinesSink")
+            .field("overflow", &self.inner.overflow)
+            .field("chained", &self.inner.chained)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl JsonLinesSink {
+    /// Lines on standard output (not chained).
+    pub fn stdout() -> JsonLinesSinkBuilder {
+        JsonLinesSinkBuilder::new(Target::Stdout)
+    }
+
+    /// A hash-chained file, created with mode 0600 when absent, appended to otherwise.
+    pub fn file(path: impl Into<PathBuf>) -> JsonLinesSinkBuilder {
+        JsonLinesSinkBuilder::new(Target::File(path.into()))
+    }
+
+    /// Lines to any writer (not chained), for instance a pipe or a test buffer. The writer
+    /// is used from the background thread only.
+    pub fn writer(writer: impl Write + Send + 'static) -> JsonLinesSinkBuilder {
+        JsonLinesSinkBuilder::new(Target::Writer(Box::new(writer)))
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> SinkStats {
+        let c = &self.inner.counters;
+        let enqueued = c.enqueued.load(Ordering::Relaxed);
+        SinkStats {
+            enqueued,
+            written: c.written.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            queued: enqueued.saturating_sub(c.processed.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Waits until every event queued before this call is written (and a file synced).
+    pub fn flush(&self) -> io::Result<()> {
+        let (ack, done) = mpsc::sync_channel(1);
+        self.inner
+            .tx
+            .send(Msg::Flush(ack))
+            .map_err(|_| io::Error::other("the audit writer has stopped"))?;
+        done.recv()
+            .map_err(|_| io::Error::other("the audit writer has stopped"))?
+    }
+
+    /// Writes everything queued before this call, seals and syncs a chained file, and stops
+    /// the writer thread. Events recorded afterwards are counted as dropped. Call it after the
+    /// server has stopped accepting requests (axum's graceful shutdown) so nothing is lost.
+    pub fn shutdown(&self) -> io::Result<ShutdownReport> {
+        let (ack, done) = mpsc::sync_channel(1);
+        self.inner
+            .tx
+            .send(Msg::Shutdown(ack))
+            .map_err(|_| io::Error::other("the audit writer has already stopped"))?;
+        let report = done
+            .recv()
+            .map_err(|_| io::Error::other("the audit writer has stopped"))?;
+        let handle = self
+            .inner
+            .thread
+            .lock()
+            .map(|mut slot| slot.take())
+            .unwrap_or(None);
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+        report.map(|mut r| {
+            r.stats = self.stats();
+            r
+        })
+    }
+}
+
+impl AuditSink for JsonLinesSink {
+    fn record(&self, event: &AuditEvent) {
+        self.record_owned(event.clone());
+    }
+
+    fn record_owned(&self, event: AuditEvent) {
+        let msg = Msg::Event(Box::new(event));
+        let counters = &self.inner.counters;
+        let sent = match self.inner.overflow {
+            Overflow::Block => self.inner.tx.send(msg).is_ok(),
+            Overflow::Drop => match self.inner.tx.try_send(msg) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+            },
+        };
+        if sent {
+            counters.enqueued.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            super::metrics::audit_dropped(1);
+        }
+    }
+}
+
+/// Configures a [`JsonLinesSink`].
+#[must_use]
+pub struct JsonLinesSinkBuilder {
+    target: Target,
+    capacity: usize,
+    overflow: Overflow,
+    key: Option<ChainKey>,
+}
+
+impl fmt::Debug for JsonLinesSinkBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonLinesSinkBuilder")
+            .field("capacity", &self.capacity)
+            .field("overflow", &self.overflow)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JsonLinesSinkBuilder {
+    fn new(target: Target) -> Self {
+        Self {
+            target,
+            capacity: DEFAULT_CAPACITY,
+            overflow: Overflow::Block,
+            key: None,
+        }
+    }
+
+    /// Queue capacity in events. Default [`DEFAULT_CAPACITY`] (8192). Larger absorbs longer
+    /// bursts of a slow disk at the cost of memory (a few hundred bytes per event).
+    pub fn capacity(mut self, capacity: NonZeroUsize) -> Self {
+        self.capacity = capacity.get();
+        self
+    }
+
+    /// What to do when the queue is full. Default [`Overflow::Block`].
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Chains the file with HMAC-SHA-256 under `key` instead of plain SHA-256, so only a
+    /// holder of the key can rewrite it undetected. Files only.
+    pub fn hmac_key(mut self, key: ChainKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Opens the target (continuing a file's chain) and starts the writer thread.
+    pub fn build(self) -> Result<JsonLinesSink, ConfigError> {
+        let (out, chain): (Out, Option<Chain>) = match self.target {
+            Target::Stdout => {
+                if self.key.is_some() {
+                    return Err(ConfigError::new("an HMAC key needs a file sink"));
+                }
+                (Out::Stdout, None)
+            }
+            Target::Writer(w) => {
+                if self.key.is_some() {
+                    return Err(ConfigError::new("an HMAC key needs a file sink"));
+                }
+                (Out::Writer(w), None)
+            }
+            Target::File(path) => {
+                let chain = Chain::resume(&path, self.key)?;
+                let mut options = OpenOptions::new();
+                options.create(true).append(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    options.mode(0o600);
+                }
+                let file = options
+                    .open(&path)
+                    .map_err(|e| ConfigError::new(format!("audit file {}: {e}", path.display())))?;
+                (Out::File(file), Some(chain))
+            }
+        };
+        let chained = chain.is_some();
+        let (tx, rx) = mpsc::sync_channel(self.capacity);
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            rx,
+            out,
+            chain,
+            counters: counters.clone(),
+            buf: Vec::with_capacity(BATCH_BYTES + 4096),
+            pending: 0,
+            reported_dropped: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("portcullis-audit".into())
+            .spawn(move || writer.run())
+            .map_err(|e| ConfigError::new(format!("cannot start the audit writer: {e}")))?;
+        Ok(JsonLinesSink {
+            inner: Arc::new(Shared {
+                tx,
+                overflow: self.overflow,
+                counters,
+                thread: Mutex::new(Some(thread)),
+                chained,
+            }),
+        })
+    }
+}
+
+enum Out {
+    Stdout,
+    File(File),
+    Writer(Box<dyn Write + Send>),
+}
+
+struct Writer {
+    rx: Receiver<Msg>,
+    out: Out,
+    chain: Option<Chain>,
+    counters: Arc<Counters>,
+    buf: Vec<u8>,
+    /// Event lines in `buf`.
+    pending: u64,
+    reported_dropped: u64,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut idle = 0u32;
+        loop {
+            let msg = match self.rx.try_recv() {
+                Ok(msg) => msg,
+                Err(TryRecvError::Empty) => {
+                    let _ = self.write_out();
+                    self.report_loss();
+                    super::metrics::audit_queue_depth(0);
+                    if idle < IDLE_POLLS {
+                        idle += 1;
+                        std::thread::sleep(POLL);
+                        continue;
+                    }
+                    match self.rx.recv() {
+                        Ok(msg) => msg,
+                        Err(_) => {
+                            let _ = self.finish();
+                            return;
+                        }
+                    }
+                }
+                Err(TryRecvError::Disconnected) => {
+                    let _ = self.finish();
+                    return;
+                }
+            };
+            idle = 0;
+            match msg {
+                Msg::Event(event) => {
+                    self.counters.processed.fetch_add(1, Ordering::Relaxed);
+                    self.line(&event);
+                    self.pending += 1;
+                    if self.buf.len() >= BATCH_BYTES {
+                        let _ = self.write_out();
+                        let c = &self.counters;
+                        super::metrics::audit_queue_depth(
+                            c.enqueued
+                                .load(Ordering::Relaxed)
+                                .saturating_sub(c.processed.load(Ordering::Relaxed)),
+                        );
+                    }
+                }
+                Msg::Flush(ack) => {
+                    let result = self.write_out().and_then(|()| {
+                        self.report_loss();
+                        self.write_out()
+                    });
+                    let result = result.and_then(|()| self.sync());
+                    let _ = ack.send(result);
+                }
+                Msg::Shutdown(ack) => {
+                    let _ = ack.send(self.finish());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn line(&mut self, event: &AuditEvent) {
+        let start = self.buf.len();
+        event.write_json_fields(&mut self.buf);
+        match &mut self.chain {
+            Some(chain) => chain.finish_line(&mut self.buf, start),
+            None => self.buf.extend_from_slice(b"}\n"),
+        }
+    }
+
+    /// Writes a line about lost events when the drop counter moved.
+    fn report_loss(&mut self) {
+        let dropped = self.counters.dropped.load(Ordering::Relaxed);
+        if dropped > self.reported_dropped {
+            let event = AuditEvent::new(EventType::AuditLoss)
+                .with_detail("dropped", dropped - self.reported_dropped)
+                .with_detail("dropped_total", dropped);
+            self.reported_dropped = dropped;
+            self.line(&event);
+            let _ = self.write_out();
+        }
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = match &mut self.out {
+            Out::Stdout => {
+                let mut stdout = io::stdout().lock();
+                stdout.write_all(&self.buf).and_then(|()| stdout.flush())
+            }
+            Out::File(file) => file.write_all(&self.buf),
+            Out::Writer(w) => w.write_all(&self.buf).and_then(|()| w.flush()),
+        };
+        self.buf.clear();
+        let lines = std::mem::take(&mut self.pending);
+        match &result {
+            Ok(()) => {
+                self.counters.written.fetch_add(lines, Ordering::Relaxed);
+                super::metrics::audit_written(lines);
+            }
+            Err(e) => {
+                // The lines are lost; a chained file now shows a gap where they were.
+                self.counters.dropped.fetch_add(lines, Ordering::Relaxed);
+                super::metrics::audit_dropped(lines);
+                tracing::error!(target: "portcullis::audit::writer", error = %e, lost = lines, "audit write failed");
+            }
+        }
+        result
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        match &mut self.out {
+            Out::File(file) => file.sync_data(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Drains the queue, reports losses, seals a chained file, syncs.
+    fn finish(&mut self) -> io::Result<ShutdownReport> {
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Event(event) => {
+                    self.counters.processed.fetch_add(1, Ordering::Relaxed);
+                    self.line(&event);
+                    self.pending += 1;
+                }
+                Msg::Flush(ack) => {
+                    let _ = ack.send(Ok(()));
+                }
+                Msg::Shutdown(ack) => {
+                    let _ = ack.send(Err(io::Error::other("shut down twice")));
+                }
+            }
+        }
+        self.write_out()?;
+        self.report_loss();
+        if let Some(chain) = &self.chain {
+            let event = AuditEvent::new(EventType::AuditSealed)
+                .with_detail("lines", chain.seq() + 1)
+                .with_detail("dropped_total", self.reported_dropped);
+            self.line(&event);
+        }
+        self.write_out()?;
+        self.sync()?;
+        Ok(ShutdownReport {
+            stats: SinkStats::default(),
+            last_hash: self.chain.as_ref().map(Chain::last_hash),
+            lines: self.chain.as_ref().map(Chain::seq),
+        })
+    }
+}
