@@ -74,6 +74,8 @@ struct Inner {
 ///   when its client is neither blocked nor holding a failure inside the window: Redis holds
 ///   only clients that failed recently.
 /// - Time comes from the layer's clock: keep replicas on NTP.
+/// - Plain `redis://` only in this build (no TLS to Redis): keep Redis on a trusted network or
+///   loopback.
 /// - When Redis fails or times out, the [`FailureMode`] applies: `FailClosed` (default)
 ///   refuses requests with 429 until Redis answers again; `FailOpen` uses the layer's own
 ///   in-memory counters (per replica). Both are counted ([`failures`](Self::failures),

@@ -77,6 +77,8 @@ struct Inner {
 ///   δ shifts a client's budget by about δ / emission interval.
 /// - Keys are `<prefix><sha256(limit name, key) hex>` and expire when back to full burst, so
 ///   Redis memory is bounded by the keys in debt.
+/// - Plain `redis://` only in this build (no TLS to Redis): keep Redis on a trusted network or
+///   loopback.
 ///
 /// ```
 /// use std::time::Duration;
