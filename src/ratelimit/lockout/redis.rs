@@ -65,7 +65,8 @@ struct Inner {
 /// [`LockoutLayerBuilder::redis`](super::LockoutLayerBuilder::redis).
 ///
 /// - The same rules as the in-memory lockout, applied atomically by one Lua script per failure
-///   (loaded once, called by SHA); a check is one `HGET`, a successful authentication one `DEL`.
+///   (loaded once, called by SHA); a check is one `HMGET`; a successful authentication after
+///   earlier failures one `DEL`.
 /// - One multiplexed [`ConnectionManager`](redis::aio::ConnectionManager) per store (clones
 ///   share it), connected on first use; every call under a timeout (default 100 ms) covering
 ///   connection and reply.
