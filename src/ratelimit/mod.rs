@@ -91,6 +91,7 @@ mod layer;
 pub mod lockout;
 pub mod store;
 
+use std::fmt;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -223,7 +224,7 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// The outcome of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct RateLimitDecision {
     allowed: bool,
     // `remaining` is `slack / per`, divided only when asked for (most checks never are).
@@ -274,5 +275,28 @@ impl RateLimitDecision {
     /// How long until the full burst is available again.
     pub fn reset(&self) -> Duration {
         Duration::from_nanos(self.reset_nanos)
+    }
+}
+
+// By what a caller can observe, not by how `remaining` is stored.
+impl PartialEq for RateLimitDecision {
+    fn eq(&self, other: &Self) -> bool {
+        self.allowed == other.allowed
+            && self.remaining() == other.remaining()
+            && self.retry_after_nanos == other.retry_after_nanos
+            && self.reset_nanos == other.reset_nanos
+    }
+}
+
+impl Eq for RateLimitDecision {}
+
+impl fmt::Debug for RateLimitDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitDecision")
+            .field("allowed", &self.allowed)
+            .field("remaining", &self.remaining())
+            .field("retry_after", &self.retry_after())
+            .field("reset", &self.reset())
+            .finish()
     }
 }

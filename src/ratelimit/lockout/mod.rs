@@ -85,7 +85,7 @@
 //! With [`redis`](LockoutLayerBuilder::redis) and a [`RedisLockoutStore`], the counters live in
 //! Redis: every replica using the same Redis and key prefix counts a client's failures together
 //! and blocks it together. A failure is counted by one atomic Lua script (the same rules as in
-//! memory), a check is one `HGET`, every call is under the store's timeout, and each Redis key
+//! memory), a check is one `HMGET`, every call is under the store's timeout, and each Redis key
 //! expires when its client is neither blocked nor holding a recent failure. When Redis does not
 //! answer, the store's [`FailureMode`](crate::ratelimit::store::FailureMode) decides: refuse
 //! with 429 (fail closed, the default) or use this layer's in-memory counters (fail open),

@@ -65,7 +65,8 @@ struct Inner {
 /// [`LockoutLayerBuilder::redis`](super::LockoutLayerBuilder::redis).
 ///
 /// - The same rules as the in-memory lockout, applied atomically by one Lua script per failure
-///   (loaded once, called by SHA); a check is one `HGET`, a successful authentication one `DEL`.
+///   (loaded once, called by SHA); a check is one `HMGET`; a successful authentication after
+///   earlier failures one `DEL`.
 /// - One multiplexed [`ConnectionManager`](redis::aio::ConnectionManager) per store (clones
 ///   share it), connected on first use; every call under a timeout (default 100 ms) covering
 ///   connection and reply.
@@ -74,6 +75,8 @@ struct Inner {
 ///   when its client is neither blocked nor holding a failure inside the window: Redis holds
 ///   only clients that failed recently.
 /// - Time comes from the layer's clock: keep replicas on NTP.
+/// - Plain `redis://` only in this build (no TLS to Redis): keep Redis on a trusted network or
+///   loopback.
 /// - When Redis fails or times out, the [`FailureMode`] applies: `FailClosed` (default)
 ///   refuses requests with 429 until Redis answers again; `FailOpen` uses the layer's own
 ///   in-memory counters (per replica). Both are counted ([`failures`](Self::failures),

@@ -77,6 +77,8 @@ struct Inner {
 ///   δ shifts a client's budget by about δ / emission interval.
 /// - Keys are `<prefix><sha256(limit name, key) hex>` and expire when back to full burst, so
 ///   Redis memory is bounded by the keys in debt.
+/// - Plain `redis://` only in this build (no TLS to Redis): keep Redis on a trusted network or
+///   loopback.
 ///
 /// ```
 /// use std::time::Duration;
@@ -376,6 +378,71 @@ mod tests {
                     assert_eq!(store.fallbacks(), 3);
                 }
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn redis_stopped_mid_run_follows_the_failure_mode_then_recovers() {
+        use crate::shared_redis::test_support::{PrivateRedis, unique_prefix};
+        let Some(mut server) = PrivateRedis::start("rate limit failure mode") else {
+            return;
+        };
+        let quota = Quota::per_minute(NonZeroU32::new(3).unwrap());
+        let now = SystemTime::now();
+        let stores = [FailureMode::FailClosed, FailureMode::FailOpen].map(|mode| {
+            RedisRateLimitStore::builder(server.url())
+                .key_prefix(unique_prefix("rl"))
+                .timeout(Duration::from_millis(300))
+                .failure_mode(mode)
+                .build()
+                .unwrap()
+        });
+        server.wait_until_up(&stores[0].inner.conn).await;
+        for store in &stores {
+            assert!(
+                store
+                    .check("login", "client", &quota, now)
+                    .await
+                    .is_allowed()
+            );
+        }
+        server.stop();
+        for store in &stores {
+            let mut decisions = Vec::new();
+            for _ in 0..4 {
+                let started = std::time::Instant::now();
+                decisions.push(
+                    store
+                        .check("login", "client", &quota, now)
+                        .await
+                        .is_allowed(),
+                );
+                assert!(started.elapsed() < Duration::from_secs(2), "hung");
+            }
+            assert_eq!(store.failures(), 4);
+            match store.failure_mode() {
+                FailureMode::FailOpen => {
+                    // The local limiter starts empty on this replica and applies the quota.
+                    assert_eq!(decisions, [true, true, true, false]);
+                    assert_eq!(store.fallbacks(), 4);
+                }
+                _ => {
+                    assert_eq!(decisions, [false; 4]);
+                    assert_eq!(store.fallbacks(), 0);
+                }
+            }
+        }
+        // Back (empty): the connection manager reconnects by itself.
+        server.restart();
+        server.wait_until_up(&stores[0].inner.conn).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !stores[0]
+            .check("login", "client", &quota, now)
+            .await
+            .is_allowed()
+        {
+            assert!(std::time::Instant::now() < deadline, "did not reconnect");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
