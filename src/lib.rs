@@ -15,6 +15,8 @@
 //! - [`authz`]: [`Policy`](authz::Policy), the built-in policies and RBAC.
 //! - [`routing`]: deny-by-default routing: `SecureRouter` for axum, [`MethodPolicies`](routing::MethodPolicies) for tonic.
 //! - [`rejection`]: the one refusal type and its HTTP / gRPC rendering table.
+//! - [`validate`]: request hygiene (ambiguous paths, limits), validated extractors and types,
+//!   `SafeUrl` (SSRF guard).
 //! - [`Security`]: the stack assembled in order.
 //!
 //! ## Feature flags
@@ -29,6 +31,7 @@
 //! | `config` | no | [`authz::config::PolicyFile`]: roles and route / gRPC policies from a TOML file |
 //! | `testing` | no | [`testing`]: key generation, token minting and an in-process identity provider for tests (enables `axum`) |
 //! | `cedar` | no | [`authz::cedar`]: Cedar policies (the `cedar-policy` crate) as a `Policy`, validated against a Cedar schema at startup |
+//! | `validate` | yes | `validate::Valid` extractors (garde), bounded / pattern / slug types, `validate::SafeUrl` with resolver checks (the request hygiene layer needs no feature) |
 //! | `full` | no | all of the above |
 //!
 //! Features only add capabilities; none weakens a default.
@@ -56,6 +59,7 @@ pub mod routing;
 mod security;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod validate;
 
 pub use error::ConfigError;
 pub use security::{Security, SecurityBuilder};
