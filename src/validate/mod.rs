@@ -70,12 +70,12 @@ pub use extract::{Valid, ValidationConfig};
 #[cfg(feature = "validate")]
 pub use types::{
     BoundedI32, BoundedI64, BoundedString, BoundedU8, BoundedU16, BoundedU32, BoundedU64,
-    BoundedUsize, Identifier, Matching, Pattern, Slug, check_pattern, compile_pattern,
+    BoundedUsize, Identifier, Matching, Pattern, Slug, check_pattern, compile_pattern, parses_as,
 };
 #[cfg(feature = "validate")]
 pub use url::{
     __fuzz_safe_url, DefaultUrlRules, Resolution, ResolveError, ResolveFuture, Resolver, SafeUrl,
-    StaticResolver, SystemResolver, UrlPolicy, UrlPolicyBuilder, UrlRules, safe_url,
+    StaticResolver, SystemResolver, UrlPolicy, UrlPolicyBuilder, UrlRules,
 };
 
 /// Re-exports for the [`pattern!`](crate::pattern) macro.

@@ -103,6 +103,33 @@ macro_rules! string_type_common {
     };
 }
 
+/// A garde rule that accepts a string field when it parses as the validated type `T`, so a
+/// struct of plain `String` fields reports every bad field at once (deserializing straight into
+/// validated types stops at the first):
+/// `#[garde(custom(parses_as::<SafeUrl>))] url: String`.
+///
+/// ```
+/// use garde::Validate;
+/// use portcullis::validate::{BoundedString, SafeUrl, parses_as};
+///
+/// #[derive(garde::Validate)]
+/// struct NewDocument {
+///     #[garde(custom(parses_as::<BoundedString<1, 200>>))]
+///     title: String,
+///     #[garde(custom(parses_as::<SafeUrl>))]
+///     url: String,
+/// }
+/// let bad = NewDocument { title: String::new(), url: "https://localhost/".into() };
+/// let report = bad.validate().unwrap_err();
+/// assert_eq!(report.iter().count(), 2);
+/// ```
+pub fn parses_as<T>(value: &str, _context: &()) -> garde::Result
+where
+    T: FromStr<Err = ValidationError>,
+{
+    value.parse::<T>().map(|_| ()).map_err(Into::into)
+}
+
 /// A string of `MIN..=MAX` characters (Unicode scalar values) without control characters other
 /// than tab, line feed and carriage return.
 ///

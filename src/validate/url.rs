@@ -622,15 +622,6 @@ impl<R: UrlRules> garde::rules::AsStr for SafeUrl<R> {
     }
 }
 
-/// A garde rule for a plain `String` field: `#[garde(custom(portcullis::validate::safe_url))]`
-/// checks it against the default policy, so a struct can report every bad field at once.
-pub fn safe_url(value: &str, _: &()) -> garde::Result {
-    DefaultUrlRules::policy()
-        .check(value)
-        .map(|_| ())
-        .map_err(Into::into)
-}
-
 /// Fuzzing entry point: parses `input` with the default policy and checks the invariants every
 /// accepted URL must keep. Panics when one is broken.
 #[doc(hidden)]
@@ -857,7 +848,9 @@ mod tests {
         let err = serde_json::from_str::<SafeUrl>("\"https://127.0.0.1/secret-path\"").unwrap_err();
         assert!(!err.to_string().contains("secret-path"));
         assert_eq!(
-            safe_url("https://localhost/", &()).unwrap_err().message(),
+            crate::validate::parses_as::<SafeUrl>("https://localhost/", &())
+                .unwrap_err()
+                .message(),
             "url_internal_host"
         );
     }

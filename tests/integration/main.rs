@@ -8,6 +8,8 @@
 //! - [`cache`]: the verified-token cache against expiry and key rotation, on a manual clock.
 //! - [`tonic_grpc`]: a real tonic server and client over loopback.
 //! - [`real_idp`]: a real OpenID Provider (node's `oidc-provider`) on loopback.
+//! - [`validation`]: the example's `POST /api/documents` validation (in process and against the
+//!   example binary) and the request hygiene layer in the full stack.
 
 // Helpers outside `#[test]` functions are test code too: a failed setup step should panic.
 #![allow(
@@ -24,3 +26,4 @@ mod real_idp;
 mod routing;
 mod support;
 mod tonic_grpc;
+mod validation;

@@ -25,6 +25,7 @@ use portcullis::clock::SharedClock;
 use portcullis::principal::Principal;
 use portcullis::routing::{SecureRouter, get, post};
 use portcullis::testing::TestKey;
+use portcullis::validate::{BoundedString, SafeUrl, Valid, parses_as};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -189,10 +190,23 @@ async fn read_document(Path(id): Path<u64>) -> Json<Value> {
     Json(json!({"id": id, "title": "Welcome"}))
 }
 
-async fn create_document(principal: Principal, Json(new): Json<Value>) -> impl IntoResponse {
+/// The body of `POST /api/documents`, validated as the example validates it.
+#[derive(serde::Deserialize, garde::Validate)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewDocument {
+    #[garde(custom(parses_as::<BoundedString<1, 200>>))]
+    title: String,
+    #[garde(custom(parses_as::<SafeUrl>))]
+    url: String,
+}
+
+async fn create_document(
+    principal: Principal,
+    Valid(Json(new)): Valid<Json<NewDocument>>,
+) -> impl IntoResponse {
     (
         StatusCode::CREATED,
-        Json(json!({"id": 2, "title": new["title"], "owner": principal.subject()})),
+        Json(json!({"id": 2, "title": new.title, "url": new.url, "owner": principal.subject()})),
     )
 }
 
