@@ -49,6 +49,7 @@ const MARKER: &str = "portcullis-validation:";
 /// The code of a deserialization error message: ours when a validated type refused the value,
 /// otherwise one of a few generic codes derived from serde's wording. The message itself (which
 /// may quote the input) never leaves this function.
+#[cfg(feature = "axum")]
 pub(crate) fn code_of_serde_message(message: &str) -> Cow<'static, str> {
     if let Some(at) = message.find(MARKER) {
         let rest = &message[at + MARKER.len()..];
@@ -160,6 +161,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "axum")]
     fn serde_messages_map_to_codes_without_input() {
         let ours: serde_json::Error = ValidationError::new("url_private_address").into_de();
         assert_eq!(
