@@ -48,9 +48,12 @@ use portcullis::principal::Principal;
 use portcullis::ratelimit::lockout::{LockoutLayer, RedisLockoutStore};
 use portcullis::ratelimit::store::{FailureMode, RedisRateLimitStore};
 use portcullis::ratelimit::{Quota, RateLimitKey, RateLimitLayer};
-use portcullis::rejection::{Rejection, RejectionKind};
+use portcullis::rejection::{FieldError, Rejection, RejectionKind};
 use portcullis::routing::{RouteReport, SecureRouter, get, post};
 use portcullis::testing::{TestKey, jwks_json};
+use portcullis::validate::{
+    BoundedString, Resolution, SafeUrl, SystemResolver, Valid, ValidationError, parses_as,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -74,9 +77,21 @@ struct AppState {
     revocation: Revocation,
 }
 
-#[derive(Deserialize)]
+/// `POST /api/documents`: `{"title": 1..=200 characters, "url": a public https URL}`.
+///
+/// Both fields are checked by garde rules so that one 422 lists every bad field. The URL rule is
+/// `SafeUrl`'s: https only, no user info, no IP literal (in any encoding), no internal name
+/// (`localhost`, `*.internal`, single labels...). The service stores the URL and never fetches
+/// it, so on top of that the name is resolved leniently: a name that resolves to a private,
+/// loopback, link-local (or otherwise non-public) address is refused, a name that does not
+/// resolve at all is accepted. Whatever fetches the URL later must check it again in
+/// `Resolution::Strict` mode and connect only to the vetted addresses.
+#[derive(Deserialize, garde::Validate)]
+#[serde(deny_unknown_fields)]
 struct NewDocument {
+    #[garde(custom(parses_as::<BoundedString<1, 200>>))]
     title: String,
+    #[garde(custom(parses_as::<SafeUrl>))]
     url: String,
 }
 
@@ -110,21 +125,23 @@ async fn read_document(
 async fn create_document(
     State(state): State<AppState>,
     principal: Principal,
-    Json(new): Json<NewDocument>,
+    Valid(Json(new)): Valid<Json<NewDocument>>,
 ) -> Result<impl IntoResponse, Rejection> {
-    let title_len = new.title.chars().count();
-    if !(1..=200).contains(&title_len) {
-        return Err(Rejection::new(
-            RejectionKind::ValidationFailed,
-            "title length out of 1..=200",
-        ));
-    }
-    if !new.url.starts_with("https://") {
-        return Err(Rejection::new(
-            RejectionKind::ValidationFailed,
-            "url is not https",
-        ));
-    }
+    let invalid = |path: &str, code: &'static str| {
+        Rejection::new(RejectionKind::ValidationFailed, format!("{path}: {code}"))
+            .with_field_errors([FieldError::new(path, code)])
+    };
+    // Already checked by the garde rule; parsed again for the typed value.
+    let url: SafeUrl = new
+        .url
+        .parse()
+        .map_err(|e: ValidationError| invalid("url", e.code()))?;
+    let lenient = Resolution::Lenient {
+        timeout: Duration::from_secs(1),
+    };
+    url.check_resolved(&SystemResolver, lenient)
+        .await
+        .map_err(|e| invalid("url", e.code()))?;
     let mut documents = state
         .documents
         .write()
@@ -133,7 +150,7 @@ async fn create_document(
     let document = Document {
         id,
         title: new.title,
-        url: new.url,
+        url: url.to_string(),
         owner: principal.subject().to_owned(),
     };
     documents.insert(id, document.clone());

@@ -322,6 +322,45 @@ fn is_port(text: &str) -> bool {
     !text.is_empty() && text.len() <= 5 && text.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Fuzzing entry point: every line of `input` becomes one `X-Forwarded-For` and one
+/// `Forwarded` header value; both parsers must not panic, and the resolved client must be the
+/// peer or an address that a header named.
+#[doc(hidden)]
+pub fn __fuzz_forwarded(input: &[u8]) {
+    let mut headers = HeaderMap::new();
+    for line in input.split(|b| *b == b'\n').take(16) {
+        if let Ok(value) = http::HeaderValue::from_bytes(line) {
+            headers.append("x-forwarded-for", value.clone());
+            headers.append(http::header::FORWARDED, value);
+        }
+    }
+    let peer = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    for header in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded] {
+        let named = match header {
+            ForwardedHeader::XForwardedFor => parse_x_forwarded_for(&headers),
+            ForwardedHeader::Forwarded => parse_forwarded(&headers),
+        };
+        let resolver = ClientIpResolver {
+            trusted: vec![IpNet {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)),
+                prefix: 8,
+            }],
+            header: Some(header),
+            ipv6_prefix: 56,
+        };
+        let client = resolver.resolve(peer, &headers);
+        let from_header = named.iter().flatten().any(|hop| match hop {
+            Hop::Ip(ip) => canonical(*ip) == client,
+            Hop::Opaque => false,
+        });
+        assert!(
+            client == peer || from_header,
+            "client {client} came from nowhere"
+        );
+        let _ = resolver.key(client);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,8 @@
 //! - [`authz`]: [`Policy`](authz::Policy), the built-in policies and RBAC.
 //! - [`routing`]: deny-by-default routing: `SecureRouter` for axum, [`MethodPolicies`](routing::MethodPolicies) for tonic.
 //! - [`rejection`]: the one refusal type and its HTTP / gRPC rendering table.
+//! - [`validate`]: request hygiene (ambiguous paths, limits), validated extractors and types,
+//!   `SafeUrl` (SSRF guard).
 //! - [`Security`]: the stack assembled in order.
 //!
 //! ## Feature flags
@@ -32,6 +34,7 @@
 //! | `cedar` | no | [`authz::cedar`]: Cedar policies (the `cedar-policy` crate) as a `Policy`, validated against a Cedar schema at startup |
 //! | `metrics` | no | counters and histograms through the [`metrics`](https://docs.rs/metrics) facade ([`audit::metrics`] lists the names) |
 //! | `webhook` | no | [`audit::WebhookHook`]: security alerts POSTed to a webhook (HTTP with rustls) |
+//! | `validate` | yes | `validate::Valid` extractors (garde), bounded / pattern / slug types, `validate::SafeUrl` with resolver checks (the request hygiene layer needs no feature) |
 //! | `full` | no | all of the above |
 //!
 //! Features only add capabilities; none weakens a default.
@@ -61,6 +64,7 @@ mod security;
 mod shared_redis;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod validate;
 
 pub use error::ConfigError;
 pub use security::{Security, SecurityBuilder};

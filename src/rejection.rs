@@ -19,7 +19,9 @@
 //! | `ValidationFailed` | 422 | 3 `INVALID_ARGUMENT` | |
 //! | `RateLimited`, `LockedOut` | 429 | 8 `RESOURCE_EXHAUSTED` | |
 //!
-//! HTTP clients get an RFC 9457 `application/problem+json` body whose text is fixed per kind;
+//! HTTP clients get an RFC 9457 `application/problem+json` body whose text is fixed per kind
+//! (a validation refusal adds an `errors` member listing [`FieldError`]s: paths and codes, never
+//! values);
 //! gRPC clients (request `content-type: application/grpc*`) get a trailers-only response. The
 //! [`detail`](Rejection::detail) never reaches the client: it goes to the audit event.
 //!
@@ -282,6 +284,99 @@ struct Inner {
     allow: Option<HeaderValue>,
     policy_id: Option<Arc<str>>,
     decision_id: Option<Arc<str>>,
+    field_errors: Option<Arc<[FieldError]>>,
+}
+
+/// The most field errors one problem document lists; the rest are counted in the audit detail
+/// only, so a hostile body with thousands of bad items cannot inflate the response.
+pub const MAX_FIELD_ERRORS: usize = 32;
+
+/// One failed field of a [`RejectionKind::ValidationFailed`] refusal: where (a path such as
+/// `items[2].name`) and why (a stable code such as `length`), never the submitted value.
+///
+/// Both parts are sanitized on construction: a path component that is not identifier-like (a
+/// map key a client chose, say) is shown as `*`, and a code that is not a short
+/// `snake_case`/dotted word becomes `invalid`, so no client-controlled text can reach the
+/// response through a field error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    path: String,
+    code: Cow<'static, str>,
+}
+
+impl FieldError {
+    /// A field error at `path` (components separated by `.`, indexes as `[n]`) with `code`.
+    pub fn new(path: &str, code: impl Into<Cow<'static, str>>) -> Self {
+        let code = code.into();
+        let code = if is_code(&code) {
+            code
+        } else {
+            Cow::Borrowed("invalid")
+        };
+        Self {
+            path: sanitize_path(path),
+            code,
+        }
+    }
+    /// The sanitized path (empty for the value as a whole).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// The code.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+}
+
+fn is_code(code: &str) -> bool {
+    (1..=64).contains(&code.len())
+        && code.starts_with(|c: char| c.is_ascii_lowercase())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
+fn is_identifier(part: &str) -> bool {
+    (1..=64).contains(&part.len())
+        && part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Keeps identifier components and numeric indexes, replaces anything else by `*`.
+fn sanitize_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len().min(256));
+    for (i, component) in path.split('.').enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        let (name, indexes) = match component.find('[') {
+            Some(at) => component.split_at(at),
+            None => (component, ""),
+        };
+        if !name.is_empty() || i > 0 || indexes.is_empty() {
+            out.push_str(if is_identifier(name) || (name.is_empty() && i == 0) {
+                name
+            } else {
+                "*"
+            });
+        }
+        for index in indexes.split_inclusive(']') {
+            let digits = index
+                .strip_prefix('[')
+                .and_then(|rest| rest.strip_suffix(']'))
+                .filter(|d| (1..=10).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()));
+            out.push('[');
+            out.push_str(digits.unwrap_or("*"));
+            out.push(']');
+        }
+        if out.len() > 256 {
+            out.truncate(256);
+            break;
+        }
+    }
+    out
 }
 
 /// A refused request: what the client is told (fixed per kind) and what the audit log is told
@@ -306,6 +401,7 @@ impl Rejection {
                 allow: None,
                 policy_id: None,
                 decision_id: None,
+                field_errors: None,
             }),
         }
     }
@@ -363,6 +459,17 @@ impl Rejection {
         self.inner.decision_id = Some(decision_id.into());
         self
     }
+    /// Attaches the failed fields of a validation refusal; the problem body lists the first
+    /// [`MAX_FIELD_ERRORS`] of them as `errors: [{"path": ..., "code": ...}]`.
+    pub fn with_field_errors(mut self, errors: impl IntoIterator<Item = FieldError>) -> Self {
+        let errors: Vec<FieldError> = errors.into_iter().take(MAX_FIELD_ERRORS).collect();
+        self.inner.field_errors = (!errors.is_empty()).then(|| errors.into());
+        self
+    }
+    /// The failed fields attached with [`with_field_errors`](Self::with_field_errors).
+    pub fn field_errors(&self) -> &[FieldError] {
+        self.inner.field_errors.as_deref().unwrap_or(&[])
+    }
     /// The id of the authorization decision that refused, when one did.
     pub fn decision_id(&self) -> Option<&str> {
         self.inner.decision_id.as_deref()
@@ -400,6 +507,7 @@ impl Rejection {
             detail: kind.public_detail(),
             request_id,
             decision_id: self.inner.decision_id.as_deref(),
+            errors: self.inner.field_errors.as_deref(),
         };
         // Serializing a struct of strings and integers cannot fail.
         let body = serde_json::to_vec(&problem).unwrap_or_default();
@@ -474,6 +582,8 @@ struct Problem<'a> {
     request_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     decision_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
 }
 
 impl fmt::Debug for Rejection {
@@ -614,6 +724,34 @@ mod tests {
         let r = Rejection::new(RejectionKind::RateLimited, "x")
             .with_retry_after(Duration::from_millis(10));
         assert_eq!(r.to_http_response(None).headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn field_errors_are_listed_and_sanitized() {
+        let r =
+            Rejection::new(RejectionKind::ValidationFailed, "title: length").with_field_errors([
+                FieldError::new("title", "length"),
+                FieldError::new("items[2].name", "pattern"),
+                FieldError::new("tags.secret value", "Value 'hunter2' is bad"),
+                FieldError::new("m[x1]", "range"),
+            ]);
+        let body: serde_json::Value =
+            serde_json::from_slice(r.to_http_response(None).body()).unwrap();
+        assert_eq!(
+            body["errors"],
+            serde_json::json!([
+                {"path": "title", "code": "length"},
+                {"path": "items[2].name", "code": "pattern"},
+                {"path": "tags.*", "code": "invalid"},
+                {"path": "m[*]", "code": "range"},
+            ])
+        );
+        let many = Rejection::new(RejectionKind::ValidationFailed, "x")
+            .with_field_errors((0..100).map(|i| FieldError::new(&format!("f{i}"), "required")));
+        assert_eq!(many.field_errors().len(), MAX_FIELD_ERRORS);
+        let plain = Rejection::not_found().to_http_response(None);
+        let body: serde_json::Value = serde_json::from_slice(plain.body()).unwrap();
+        assert!(body.get("errors").is_none());
     }
 
     #[test]

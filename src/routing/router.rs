@@ -10,7 +10,12 @@
 //!   never the raw path;
 //! - nested and merged routers keep their policies;
 //! - [`SecureRouter::report`] lists every (method, route, policy), so a test or an operator can
-//!   review the whole surface.
+//!   review the whole surface;
+//! - requests with ambiguous paths (`%2F`, dot segments, `;`...), over-long URIs or headers and
+//!   unknown methods are refused with 400 by the
+//!   [request hygiene layer](crate::validate::hygiene), on by default
+//!   ([`SecureRouter::with_hygiene`] configures it, [`SecureRouter::insecure_without_hygiene`]
+//!   removes it).
 //!
 //! ```
 //! use axum::body::Body;
@@ -59,6 +64,7 @@ use crate::authz::guard::{AuthzConfig, PolicyGuardLayer};
 use crate::authz::{Rbac, SharedPolicy};
 use crate::error::ConfigError;
 use crate::rejection::Rejection;
+use crate::validate::hygiene::RequestHygieneLayer;
 
 use super::{RouteEntry, RouteReport};
 
@@ -212,6 +218,7 @@ pub struct SecureRouter<S = ()> {
     nested: Vec<(String, SecureRouter<S>)>,
     config: AuthzConfig,
     errors: Vec<String>,
+    hygiene: Option<RequestHygieneLayer>,
 }
 
 impl<S> fmt::Debug for SecureRouter<S> {
@@ -260,7 +267,23 @@ impl<S: Clone + Send + Sync + 'static> SecureRouter<S> {
             nested: Vec::new(),
             config,
             errors: Vec::new(),
+            hygiene: Some(RequestHygieneLayer::new()),
         }
+    }
+
+    /// Replaces the default request hygiene layer (for other limits or extra methods). Only the
+    /// outermost router's setting applies.
+    pub fn with_hygiene(mut self, hygiene: RequestHygieneLayer) -> Self {
+        self.hygiene = Some(hygiene);
+        self
+    }
+
+    /// Serves requests without the hygiene checks. Default: on. Without them, ambiguous paths
+    /// reach the router and handlers, and any method or header volume the HTTP server accepts
+    /// is let through.
+    pub fn insecure_without_hygiene(mut self) -> Self {
+        self.hygiene = None;
+        self
     }
 
     /// Declares `path` with its methods and policies. Declaring the same path again adds
@@ -380,9 +403,15 @@ impl<S: Clone + Send + Sync + 'static> SecureRouter<S> {
             )));
         }
         let config = Arc::new(self.config.clone());
-        Ok(self
+        let hygiene = self.hygiene.clone();
+        let router = self
             .into_axum()
             .fallback(|| async { Rejection::not_found() })
-            .layer(axum::Extension(config)))
+            .layer(axum::Extension(config));
+        // Outermost, so it also covers the fallback: nothing past it sees a refused request.
+        Ok(match hygiene {
+            Some(hygiene) => router.layer(hygiene),
+            None => router,
+        })
     }
 }

@@ -11,6 +11,8 @@
 //! - [`redaction`]: no credential in audit events, traces, metric labels or responses.
 //! - [`runbooks`]: the commands of `docs/runbooks/` against the running example.
 //! - [`real_idp`]: a real OpenID Provider (node's `oidc-provider`) on loopback.
+//! - [`validation`]: the example's `POST /api/documents` validation (in process and against the
+//!   example binary) and the request hygiene layer in the full stack.
 
 // Helpers outside `#[test]` functions are test code too: a failed setup step should panic.
 #![allow(
@@ -30,3 +32,4 @@ mod routing;
 mod runbooks;
 mod support;
 mod tonic_grpc;
+mod validation;
