@@ -32,6 +32,7 @@ use portcullis::authn::revocation::{
 use portcullis::authz::cedar::CedarPolicy;
 use portcullis::authz::{Rbac, SharedPolicy, authenticated, has_role, public};
 use portcullis::context::RequestContextLayer;
+use portcullis::headers::SecureHeadersLayer;
 use portcullis::principal::Principal;
 use portcullis::ratelimit::lockout::LockoutLayer;
 use portcullis::ratelimit::store::{FailureMode, RedisRateLimitStore};
@@ -443,9 +444,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         revocation,
     };
     let limits = AbuseLimits::from_env()?;
-    // Outermost first: edge (client IP, rendering, audit) ─► per-IP limit ─► lockout ─►
-    // authentication ─► per-subject limit ─► router. `Security` assembles the edge and
-    // authentication alone; the limits go between them, so the stack is spelled out here.
+    // Outermost first: secure headers ─► edge (client IP, rendering, audit) ─► per-IP limit ─►
+    // lockout ─► authentication ─► per-subject limit ─► router. `Security` assembles the
+    // headers, edge and authentication alone; the limits go between them, so the stack is
+    // spelled out here. The headers wrap the edge so that rendered refusals carry them too.
     let app: Router = routes(cedar.as_ref())
         .into_router()?
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -454,7 +456,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(AuthnLayer::new(jwt))
         .layer(limits.lockout)
         .layer(limits.per_ip)
-        .layer(RequestContextLayer::new());
+        .layer(RequestContextLayer::new())
+        .layer(SecureHeadersLayer::api());
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let Some(key) = dev_key else {

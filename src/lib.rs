@@ -15,6 +15,7 @@
 //! - [`authz`]: [`Policy`](authz::Policy), the built-in policies and RBAC.
 //! - [`routing`]: deny-by-default routing: `SecureRouter` for axum, [`MethodPolicies`](routing::MethodPolicies) for tonic.
 //! - [`rejection`]: the one refusal type and its HTTP / gRPC rendering table.
+//! - [`headers`]: secure response headers (CSP with per-request nonces, HSTS over TLS only).
 //! - [`Security`]: the stack assembled in order.
 //!
 //! ## Feature flags
@@ -49,6 +50,7 @@ pub mod client_ip;
 pub mod clock;
 pub mod context;
 mod error;
+pub mod headers;
 pub mod principal;
 pub mod ratelimit;
 pub mod rejection;

@@ -7,12 +7,16 @@ use tower_layer::{Layer, Stack};
 use crate::authn::{Authenticator, AuthnLayer};
 use crate::context::RequestContextLayer;
 use crate::error::ConfigError;
+use crate::headers::SecureHeadersLayer;
 
 /// Assembles the request-context edge and authentication in the order of the request flow:
 ///
 /// ```text
-/// client ─► RequestContext (request id, rendering, audit) ─► Authenticate ─► your router
+/// client ─► SecureHeaders ─► RequestContext (request id, rendering, audit) ─► Authenticate ─► your router
 /// ```
+///
+/// The secure headers (API profile, see [`headers`](crate::headers)) are on by default and
+/// reach every response, the rendered refusals included.
 ///
 /// ```
 /// use axum::body::Body;
@@ -50,7 +54,7 @@ use crate::error::ConfigError;
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Security {
-    layer: Stack<AuthnLayer, RequestContextLayer>,
+    layer: Stack<Stack<AuthnLayer, RequestContextLayer>, SecureHeadersLayer>,
 }
 
 impl Security {
@@ -59,12 +63,14 @@ impl Security {
         SecurityBuilder {
             authenticators: Vec::new(),
             context: RequestContextLayer::new(),
+            secure_headers: SecureHeadersLayer::api(),
         }
     }
 }
 
 impl<S> Layer<S> for Security {
-    type Service = <Stack<AuthnLayer, RequestContextLayer> as Layer<S>>::Service;
+    type Service =
+        <Stack<Stack<AuthnLayer, RequestContextLayer>, SecureHeadersLayer> as Layer<S>>::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
         self.layer.layer(inner)
@@ -77,6 +83,7 @@ impl<S> Layer<S> for Security {
 pub struct SecurityBuilder {
     authenticators: Vec<Arc<dyn Authenticator>>,
     context: RequestContextLayer,
+    secure_headers: SecureHeadersLayer,
 }
 
 impl SecurityBuilder {
@@ -90,6 +97,13 @@ impl SecurityBuilder {
         self.context = context;
         self
     }
+    /// Replaces the secure response headers (default: [`SecureHeadersLayer::api`]); for
+    /// example [`SecureHeadersLayer::html`] for server-rendered pages, or
+    /// [`SecureHeadersLayer::insecure_disabled`] when another component sets them.
+    pub fn secure_headers(mut self, headers: SecureHeadersLayer) -> Self {
+        self.secure_headers = headers;
+        self
+    }
     /// Checks the configuration and assembles the stack.
     ///
     /// A stack without authenticators is refused: it would make every caller anonymous.
@@ -101,8 +115,11 @@ impl SecurityBuilder {
         }
         Ok(Security {
             layer: Stack::new(
-                AuthnLayer::from_authenticators(self.authenticators),
-                self.context,
+                Stack::new(
+                    AuthnLayer::from_authenticators(self.authenticators),
+                    self.context,
+                ),
+                self.secure_headers,
             ),
         })
     }

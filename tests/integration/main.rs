@@ -8,6 +8,7 @@
 //! - [`cache`]: the verified-token cache against expiry and key rotation, on a manual clock.
 //! - [`tonic_grpc`]: a real tonic server and client over loopback.
 //! - [`real_idp`]: a real OpenID Provider (node's `oidc-provider`) on loopback.
+//! - [`http_hardening`]: secure headers on every response, CORS presets, CSRF protection.
 
 // Helpers outside `#[test]` functions are test code too: a failed setup step should panic.
 #![allow(
@@ -19,6 +20,7 @@
 mod audit;
 mod cache;
 mod cedar;
+mod http_hardening;
 mod matrix;
 mod real_idp;
 mod routing;
