@@ -9,6 +9,10 @@
 //! reader, an editor and an admin, which are printed with ready-to-run curl lines; the public
 //! key is served at `/.well-known/jwks.json`.
 //!
+//! With `PORTCULLIS_CORS_ORIGINS=https://app.example.com,http://127.0.0.1:3000` browser apps on
+//! those origins may call the API with bearer tokens (CORS `bearer_api` preset); without it,
+//! browsers keep the same-origin policy.
+//!
 //! With `PORTCULLIS_CEDAR_POLICIES=examples/secure_api.cedar` every route is decided by those
 //! Cedar policies instead of the built-in ones (same allow/deny matrix), validated against
 //! `PORTCULLIS_CEDAR_SCHEMA` (default: the `.cedarschema` file next to the policies).
@@ -32,7 +36,7 @@ use portcullis::authn::revocation::{
 use portcullis::authz::cedar::CedarPolicy;
 use portcullis::authz::{Rbac, SharedPolicy, authenticated, has_role, public};
 use portcullis::context::RequestContextLayer;
-use portcullis::headers::SecureHeadersLayer;
+use portcullis::headers::{CorsLayer, SecureHeadersLayer};
 use portcullis::principal::Principal;
 use portcullis::ratelimit::lockout::LockoutLayer;
 use portcullis::ratelimit::store::{FailureMode, RedisRateLimitStore};
@@ -242,6 +246,26 @@ fn cedar_from_env() -> Result<Option<SharedPolicy>, Box<dyn std::error::Error>> 
     Ok(Some(cedar.into_shared()))
 }
 
+/// CORS for the comma-separated origins of `PORTCULLIS_CORS_ORIGINS`; `None` when unset.
+fn cors_from_env() -> Result<Option<CorsLayer>, Box<dyn std::error::Error>> {
+    let Ok(origins) = std::env::var("PORTCULLIS_CORS_ORIGINS") else {
+        return Ok(None);
+    };
+    let origins: Vec<&str> = origins
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .collect();
+    let cors = CorsLayer::bearer_api()
+        .allow_origins(origins.iter().copied())
+        .build()?;
+    eprintln!(
+        "CORS: bearer-token calls allowed from {}",
+        origins.join(", ")
+    );
+    Ok(Some(cors))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -444,10 +468,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         revocation,
     };
     let limits = AbuseLimits::from_env()?;
-    // Outermost first: secure headers ─► edge (client IP, rendering, audit) ─► per-IP limit ─►
-    // lockout ─► authentication ─► per-subject limit ─► router. `Security` assembles the
-    // headers, edge and authentication alone; the limits go between them, so the stack is
-    // spelled out here. The headers wrap the edge so that rendered refusals carry them too.
+    let cors = tower::util::option_layer(cors_from_env()?);
+    // Outermost first: secure headers ─► CORS ─► edge (client IP, rendering, audit) ─► per-IP
+    // limit ─► lockout ─► authentication ─► per-subject limit ─► router. `Security` assembles
+    // the headers, CORS, edge and authentication alone; the limits go between them, so the
+    // stack is spelled out here. Headers and CORS wrap the edge so that rendered refusals carry
+    // them too; preflights are answered before authentication.
     let app: Router = routes(cedar.as_ref())
         .into_router()?
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -457,6 +483,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(limits.lockout)
         .layer(limits.per_ip)
         .layer(RequestContextLayer::new())
+        .layer(cors)
         .layer(SecureHeadersLayer::api());
 
     let listener = tokio::net::TcpListener::bind(addr).await?;

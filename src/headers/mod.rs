@@ -76,13 +76,21 @@
 //!   escaping, and never put the nonce anywhere an attacker's markup could read it back before
 //!   the page renders (it is per response, so a leaked nonce is only good for that response).
 
+mod cors;
 mod nonce;
 mod secure;
 mod transport;
 
+pub use cors::{
+    Cors, CorsBuilder, CorsLayer, DEFAULT_EXPOSE_HEADERS, DEFAULT_MAX_AGE,
+    ResponseFuture as CorsResponseFuture,
+};
 pub use nonce::CspNonce;
 pub use secure::{
     API_CSP, DEFAULT_HSTS_MAX_AGE, HTML_CSP, HTML_PERMISSIONS_POLICY, NONCE_PLACEHOLDER, Profile,
     ResponseFuture, SecureHeaders, SecureHeadersBuilder, SecureHeadersLayer,
 };
 pub use transport::SecureTransport;
+
+/// The request header that carries the CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";

@@ -1,9 +1,15 @@
 //! HTTP hardening on the demo stack: secure headers on every response (successes and every kind
 //! of refusal), CORS presets and CSRF protection.
 
-use http::{Method, StatusCode};
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use http::{Method, Request, StatusCode};
+use portcullis::Security;
+use portcullis::headers::CorsLayer;
 
-use crate::support::{demo_app, request, send, token};
+use crate::support::{
+    BODY_LIMIT, Refusal, check_refusal, demo_app, demo_routes, jwt, request, send, token,
+};
 
 /// The API profile's headers, as the demo contract promises them on every response.
 const SECURE_HEADERS: &[(&str, &str)] = &[
@@ -110,4 +116,174 @@ async fn secure_headers_on_every_response_including_refusals() {
     let (parts, _) = send(&app, big).await;
     problems.extend(check_secure_headers("too large", &parts.headers));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+const APP_ORIGIN: &str = "https://app.example.com";
+const EVIL_ORIGIN: &str = "https://evil.example";
+
+/// The demo app with CORS for `APP_ORIGIN`, through the `Security` builder.
+fn cors_app() -> axum::Router {
+    let cors = CorsLayer::bearer_api()
+        .allow_origin(APP_ORIGIN)
+        .build()
+        .unwrap();
+    let security = Security::builder()
+        .authenticator(jwt())
+        .cors(cors)
+        .build()
+        .unwrap();
+    demo_routes()
+        .into_router()
+        .unwrap()
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(security)
+}
+
+fn cors_request(
+    method: Method,
+    path: &str,
+    origin: &str,
+    preflight_for: Option<&str>,
+) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("origin", origin);
+    if let Some(requested) = preflight_for {
+        builder = builder
+            .header("access-control-request-method", requested)
+            .header("access-control-request-headers", "authorization");
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+/// The response head without the CORS and `Vary` headers, whose values (header names such as
+/// `ratelimit-policy`) would trip the private-word check of `check_refusal`.
+fn without_cors(parts: &http::response::Parts) -> http::response::Parts {
+    let mut response = http::Response::new(());
+    *response.status_mut() = parts.status;
+    for (name, value) in &parts.headers {
+        if !name.as_str().starts_with("access-control-") && name != "vary" {
+            response.headers_mut().append(name, value.clone());
+        }
+    }
+    response.into_parts().0
+}
+
+fn cors_headers(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("access-control-"))
+        .map(|n| n.as_str().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn preflight_skips_authentication_but_the_request_does_not() {
+    let app = cors_app();
+    // The preflight carries no token (browsers never send one) and is answered.
+    let (parts, _) = send(
+        &app,
+        cors_request(Method::OPTIONS, "/api/me", APP_ORIGIN, Some("GET")),
+    )
+    .await;
+    assert!(parts.status.is_success(), "{}", parts.status);
+    assert_eq!(parts.headers["access-control-allow-origin"], APP_ORIGIN);
+    assert!(
+        parts.headers["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    assert!(check_secure_headers("preflight", &parts.headers).is_empty());
+
+    // The real request without a token is refused, and the refusal is readable by the app.
+    let (parts, body) = send(&app, cors_request(Method::GET, "/api/me", APP_ORIGIN, None)).await;
+    check_refusal(
+        &without_cors(&parts),
+        &body,
+        Refusal::MissingCredential,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(parts.headers["access-control-allow-origin"], APP_ORIGIN);
+    assert!(check_secure_headers("401", &parts.headers).is_empty());
+
+    // With a token it passes.
+    let mut req = cors_request(Method::GET, "/api/me", APP_ORIGIN, None);
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", token("user-c", &["reader"]))
+            .parse()
+            .unwrap(),
+    );
+    let (parts, _) = send(&app, req).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(parts.headers["access-control-allow-origin"], APP_ORIGIN);
+}
+
+#[tokio::test]
+async fn disallowed_origins_get_no_cors_headers() {
+    let app = cors_app();
+    let (parts, body) = send(
+        &app,
+        cors_request(Method::OPTIONS, "/api/me", EVIL_ORIGIN, Some("GET")),
+    )
+    .await;
+    assert!(
+        cors_headers(&parts.headers).is_empty(),
+        "{:?}",
+        parts.headers
+    );
+    // Handed to deny-by-default routing: OPTIONS is not a method of /api/me.
+    check_refusal(
+        &without_cors(&parts),
+        &body,
+        Refusal::MethodNotAllowed("GET, HEAD"),
+        &[],
+    )
+    .unwrap();
+
+    let mut req = cors_request(Method::GET, "/api/me", EVIL_ORIGIN, None);
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", token("user-c", &["reader"]))
+            .parse()
+            .unwrap(),
+    );
+    let (parts, _) = send(&app, req).await;
+    // The server answers (CORS is enforced by the browser), but without CORS headers the
+    // evil page's script cannot read it.
+    assert!(
+        cors_headers(&parts.headers).is_empty(),
+        "{:?}",
+        parts.headers
+    );
+}
+
+#[tokio::test]
+async fn deny_by_default_routing_still_refuses_unknown_paths() {
+    let app = cors_app();
+    let (parts, body) = send(&app, cors_request(Method::GET, "/nope", APP_ORIGIN, None)).await;
+    check_refusal(&without_cors(&parts), &body, Refusal::NotFound, &[]).unwrap();
+    // OPTIONS without preflight headers is routed like any method.
+    let (parts, body) = send(
+        &app,
+        cors_request(Method::OPTIONS, "/nope", APP_ORIGIN, None),
+    )
+    .await;
+    check_refusal(&without_cors(&parts), &body, Refusal::NotFound, &[]).unwrap();
+    let plain = Request::builder()
+        .method(Method::OPTIONS)
+        .uri("/health")
+        .body(Body::empty())
+        .unwrap();
+    let (parts, body) = send(&app, plain).await;
+    check_refusal(
+        &without_cors(&parts),
+        &body,
+        Refusal::MethodNotAllowed("GET, HEAD"),
+        &[],
+    )
+    .unwrap();
 }
