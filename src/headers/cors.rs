@@ -92,7 +92,7 @@ impl CorsLayer {
     /// Preset for a cookie-session API called from a few trusted origins: the
     /// [`bearer_api`](Self::bearer_api) methods, request headers `content-type` and the CSRF
     /// token header ([`CSRF_HEADER`](super::CSRF_HEADER)), credentials (cookies) on. Pair it with
-    /// CSRF protection for the cookie-authenticated routes.
+    /// [`CsrfLayer`](super::CsrfLayer) and list the same origins there as trusted.
     pub fn cookie_session() -> CorsBuilder {
         Self::bearer_api()
             .clear_allow_headers()
@@ -190,7 +190,8 @@ impl CorsBuilder {
     }
 
     /// Sends `Access-Control-Allow-Credentials: true`: the allowed origins may send cookies and
-    /// read the answers. Default off. Cookie-authenticated routes then need CSRF protection.
+    /// read the answers. Default off. Cookie-authenticated routes then need CSRF protection
+    /// ([`CsrfLayer`](super::CsrfLayer)).
     pub fn allow_credentials(mut self) -> Self {
         self.credentials = true;
         self

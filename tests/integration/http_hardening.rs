@@ -5,7 +5,9 @@ use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use http::{Method, Request, StatusCode};
 use portcullis::Security;
-use portcullis::headers::CorsLayer;
+use portcullis::authn::{AuthFuture, Authenticator};
+use portcullis::headers::{CorsLayer, CsrfLayer, CsrfSecret};
+use portcullis::principal::{AuthMethod, Principal};
 
 use crate::support::{
     BODY_LIMIT, Refusal, check_refusal, demo_app, demo_routes, jwt, request, send, token,
@@ -286,4 +288,162 @@ async fn deny_by_default_routing_still_refuses_unknown_paths() {
         &[],
     )
     .unwrap();
+}
+
+/// A session-cookie authenticator (`sid=<user>`, every user an editor), standing in for a
+/// browser session beside the bearer tokens of the demo.
+#[derive(Debug)]
+struct SessionCookie;
+
+impl Authenticator for SessionCookie {
+    fn authenticate<'a>(&'a self, parts: &'a http::request::Parts) -> AuthFuture<'a> {
+        let user = parts
+            .headers
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix("sid="))
+            .map(str::to_owned);
+        Box::pin(std::future::ready(Ok(user.map(|user| {
+            Principal::builder(user, AuthMethod::Other("session".into()))
+                .roles(["editor"])
+                .build()
+        }))))
+    }
+}
+
+/// The demo routes behind CSRF protection, authenticated by session cookie or bearer token.
+fn csrf_app() -> axum::Router {
+    let csrf = CsrfLayer::builder(CsrfSecret::generate().unwrap())
+        .trusted_origin(APP_ORIGIN)
+        .bind_to_session_cookie("sid")
+        .build()
+        .unwrap();
+    let security = Security::builder()
+        .authenticator(jwt())
+        .authenticator(SessionCookie)
+        .build()
+        .unwrap();
+    demo_routes()
+        .into_router()
+        .unwrap()
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(csrf)
+        .layer(security)
+}
+
+fn post_document(headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::post("/api/documents")
+        .header("host", "api.example.com")
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(Body::from(
+            r#"{"title": "Notes", "url": "https://example.com/n"}"#,
+        ))
+        .unwrap()
+}
+
+fn check_csrf_refusal(what: &str, parts: &http::response::Parts, body: &[u8]) {
+    assert_eq!(parts.status, StatusCode::FORBIDDEN, "{what}");
+    assert_eq!(parts.headers["content-type"], "application/problem+json");
+    assert!(
+        parts.headers.get("www-authenticate").is_none(),
+        "{what}: a CSRF refusal is not a token problem"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(
+        doc["type"], "urn:portcullis:problem:cross-site-request",
+        "{what}"
+    );
+    assert_eq!(doc["status"], 403);
+    let text = String::from_utf8_lossy(body).to_lowercase();
+    for private in ["sec-fetch", "cookie", "csrf", "token", "session"] {
+        assert!(!text.contains(private), "{what}: {private} in {text}");
+    }
+    assert!(check_secure_headers(what, &parts.headers).is_empty());
+}
+
+#[tokio::test]
+async fn csrf_refuses_cross_site_cookie_requests_but_not_bearer_ones() {
+    let app = csrf_app();
+    let editor = format!("Bearer {}", token("user-e", &["editor"]));
+    let cross_site = ("sec-fetch-site", "cross-site");
+
+    let (parts, body) = send(&app, post_document(&[("cookie", "sid=alice"), cross_site])).await;
+    check_csrf_refusal("cross-site cookie POST", &parts, &body);
+
+    let (parts, _) = send(
+        &app,
+        post_document(&[("cookie", "sid=alice"), ("sec-fetch-site", "same-origin")]),
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::CREATED, "same-origin cookie POST");
+
+    let (parts, _) = send(
+        &app,
+        post_document(&[("cookie", "sid=alice"), cross_site, ("origin", APP_ORIGIN)]),
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::CREATED, "trusted origin");
+
+    // Authenticated by the Authorization header: not CSRF-able, passes cross-site.
+    let (parts, _) = send(
+        &app,
+        post_document(&[("authorization", editor.as_str()), cross_site]),
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::CREATED, "bearer POST");
+
+    // An Authorization header added beside the cookie does not smuggle the cookie through:
+    // authentication refuses two credentials (400) as it refuses a bad one (401).
+    let (parts, _) = send(
+        &app,
+        post_document(&[
+            ("cookie", "sid=alice"),
+            ("authorization", "Bearer forged"),
+            cross_site,
+        ]),
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn csrf_token_for_browsers_without_fetch_metadata() {
+    let app = csrf_app();
+    let (parts, body) = send(&app, post_document(&[("cookie", "sid=alice")])).await;
+    check_csrf_refusal("no metadata, no token", &parts, &body);
+
+    // A GET hands out the token cookie (the page would embed the same token).
+    let get = Request::get("/health")
+        .header("cookie", "sid=alice")
+        .body(Body::empty())
+        .unwrap();
+    let (parts, _) = send(&app, get).await;
+    let set_cookie = parts.headers["set-cookie"].to_str().unwrap();
+    let pair = set_cookie.split(';').next().unwrap();
+    let token = pair.split_once('=').unwrap().1;
+    let cookies = format!("sid=alice; {pair}");
+
+    let (parts, _) = send(
+        &app,
+        post_document(&[("cookie", &cookies), ("x-csrf-token", token)]),
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::CREATED, "valid double submit");
+
+    // The same token in another session is refused.
+    let (parts, body) = send(
+        &app,
+        post_document(&[
+            ("cookie", &format!("sid=mallory; {pair}")),
+            ("x-csrf-token", token),
+        ]),
+    )
+    .await;
+    check_csrf_refusal("token of another session", &parts, &body);
 }
