@@ -9,6 +9,8 @@
 //! - [`tonic_grpc`]: a real tonic server and client over loopback.
 //! - [`real_idp`]: a real OpenID Provider (node's `oidc-provider`) on loopback.
 //! - [`http_hardening`]: secure headers on every response, CORS presets, CSRF protection.
+//! - [`browser`]: headless Chromium against the example: CORS and the CSP nonce, enforced by a
+//!   real browser.
 
 // Helpers outside `#[test]` functions are test code too: a failed setup step should panic.
 #![allow(
@@ -18,6 +20,7 @@
 )]
 
 mod audit;
+mod browser;
 mod cache;
 mod cedar;
 mod http_hardening;
