@@ -43,6 +43,7 @@ impl CspNonce {
 
     /// A nonce that no policy names: inline scripts stamped with it never run. Handed out when
     /// the layer could not make a real one.
+    #[cfg(any(feature = "axum", test))]
     fn inert() -> Self {
         Self(Arc::from("portcullis-no-nonce"))
     }

@@ -1,5 +1,6 @@
 //! A real browser (headless Chromium) against the `secure_api` example: CORS from an allowed
-//! and a disallowed loopback origin, and a nonce-based Content-Security-Policy.
+//! and a disallowed loopback origin, and a nonce-based Content-Security-Policy. Also, without a
+//! browser, the example's promise of secure headers on every response.
 //!
 //! The example runs with `PORTCULLIS_CORS_ORIGINS` naming one page server's origin; two page
 //! servers (the allowed and a disallowed origin, both loopback, different ports) serve the same
@@ -96,6 +97,22 @@ async fn start_example(binary: &PathBuf, addr: &str, allowed_origin: &str) -> (R
     }
     // Keep draining so the example never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // The tokens are printed after binding; still, make sure it answers.
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if http
+            .get(format!("http://{addr}/health"))
+            .send()
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the example answers on {addr}");
     (running, token.expect("the example printed a reader token"))
 }
 
@@ -214,18 +231,6 @@ async fn browser_enforces_cors_and_the_csp_nonce() {
     let disallowed: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let (_example, token) = start_example(&example, &api_addr, &format!("http://{allowed}")).await;
 
-    // The example printed its tokens after binding; make sure it answers before the browser.
-    let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if http.get(format!("{api}/health")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the example answers on {api}");
-
     serve_page(allowed, api.clone(), token.clone()).await;
     serve_page(disallowed, api.clone(), token).await;
 
@@ -261,4 +266,97 @@ async fn browser_enforces_cors_and_the_csp_nonce() {
         Some("blocked TypeError"),
         "{dom}"
     );
+}
+
+/// The example's contract: secure headers on every response (successes, refusals, preflights),
+/// and CORS for the origins of `PORTCULLIS_CORS_ORIGINS` only. Needs no browser.
+#[tokio::test]
+async fn the_example_sends_secure_headers_on_every_response() {
+    let Some(example) = example() else {
+        return unavailable("the secure_api example is not built (`cargo test` builds it)");
+    };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let app_origin = "http://127.0.0.1:3000";
+    let (_example, token) = start_example(&example, &addr, app_origin).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let cases = [
+        ("public", http.get(format!("{base}/health")), 200),
+        (
+            "authorized",
+            http.get(format!("{base}/api/me")).bearer_auth(&token),
+            200,
+        ),
+        ("anonymous", http.get(format!("{base}/api/me")), 401),
+        (
+            "bad token",
+            http.get(format!("{base}/api/me")).bearer_auth("x.y.z"),
+            401,
+        ),
+        (
+            "wrong role",
+            http.delete(format!("{base}/api/documents/1"))
+                .bearer_auth(&token),
+            403,
+        ),
+        ("unknown path", http.get(format!("{base}/nope")), 404),
+        ("unknown method", http.put(format!("{base}/health")), 405),
+        (
+            "preflight",
+            http.request(reqwest::Method::OPTIONS, format!("{base}/api/me"))
+                .header("origin", app_origin)
+                .header("access-control-request-method", "GET"),
+            200,
+        ),
+        (
+            "cross-origin 401",
+            http.get(format!("{base}/api/me"))
+                .header("origin", app_origin),
+            401,
+        ),
+        (
+            "disallowed preflight",
+            http.request(reqwest::Method::OPTIONS, format!("{base}/api/me"))
+                .header("origin", "http://127.0.0.1:3001")
+                .header("access-control-request-method", "GET"),
+            405,
+        ),
+    ];
+    let expected = [
+        ("x-content-type-options", "nosniff"),
+        ("cache-control", "no-store"),
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        ("referrer-policy", "no-referrer"),
+        ("cross-origin-resource-policy", "same-origin"),
+        ("x-frame-options", "DENY"),
+    ];
+    let mut problems = Vec::new();
+    for (what, request, status) in cases {
+        let response = request.send().await.expect(what);
+        if response.status().as_u16() != status {
+            problems.push(format!("{what}: status {}", response.status()));
+        }
+        let headers = response.headers();
+        for (name, value) in expected {
+            if headers.get(name).and_then(|v| v.to_str().ok()) != Some(value) {
+                problems.push(format!("{what}: {name} = {:?}", headers.get(name)));
+            }
+        }
+        for banner in ["server", "x-powered-by", "strict-transport-security"] {
+            if headers.contains_key(banner) {
+                problems.push(format!("{what}: {banner} present"));
+            }
+        }
+        let acao = headers
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok());
+        let want_acao = matches!(what, "preflight" | "cross-origin 401").then_some(app_origin);
+        if acao != want_acao {
+            problems.push(format!("{what}: access-control-allow-origin {acao:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
