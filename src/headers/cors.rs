@@ -660,6 +660,37 @@ mod tests {
         assert!(headers.contains("x-csrf-token") && !headers.contains("authorization"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn normalisation_is_idempotent_and_never_panics(raw in "[a-zA-Z0-9:/\\[\\]@?#*. _-]{0,40}") {
+            if let Ok(once) = normalize_origin(&raw, true) {
+                let twice = normalize_origin(&once, true);
+                proptest::prop_assert_eq!(twice, Ok(once.clone()));
+                let uri: http::Uri = once.parse().unwrap();
+                proptest::prop_assert!(uri.scheme().is_some() && uri.authority().is_some());
+                proptest::prop_assert!(uri.path() == "/" || uri.path().is_empty());
+                proptest::prop_assert!(uri.query().is_none());
+                proptest::prop_assert_eq!(once.to_ascii_lowercase(), once.clone());
+            }
+        }
+
+        #[test]
+        fn well_formed_origins_round_trip(
+            host in "[a-z][a-z0-9-]{0,10}[a-z0-9](\\.[a-z][a-z0-9]{0,5}){0,2}",
+            port in proptest::option::of(1u16..),
+        ) {
+            let origin = match port {
+                Some(port) => format!("https://{host}:{port}"),
+                None => format!("https://{host}"),
+            };
+            let want = match port {
+                Some(443) | None => format!("https://{host}"),
+                Some(port) => format!("https://{host}:{port}"),
+            };
+            proptest::prop_assert_eq!(normalize_origin(&origin.to_uppercase(), false), Ok(want));
+        }
+    }
+
     #[test]
     fn origins_are_normalised() {
         let cases = [

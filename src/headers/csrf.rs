@@ -705,6 +705,26 @@ mod tests {
         assert_ne!(fresh, token);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_tokens_and_cookies_never_verify_or_panic(
+            token in "[A-Za-z0-9_=;\" -]{0,80}",
+            cookies in "[A-Za-z0-9_=;\" -]{0,120}",
+        ) {
+            let layer = layer();
+            proptest::prop_assert!(!layer.config.verify(&token, b""));
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(&cookies) {
+                headers.insert(header::COOKIE, value);
+            }
+            if let Ok(value) = HeaderValue::from_str(&token) {
+                headers.insert(CSRF_HEADER, value);
+            }
+            let verdict = layer.config.judge(&Method::POST, &headers);
+            proptest::prop_assert!(matches!(verdict, Verdict::Refuse(_)));
+        }
+    }
+
     #[test]
     fn configuration_and_secrets() {
         assert!(CsrfSecret::from_bytes(vec![1; 31]).is_err());

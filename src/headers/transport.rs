@@ -115,6 +115,23 @@ mod tests {
         req
     }
 
+    proptest::proptest! {
+        #[test]
+        fn forwarded_parsers_never_panic(raw in "[a-zA-Z0-9=;,\" _-]{0,60}") {
+            let mut h = HeaderMap::new();
+            if let Ok(value) = raw.parse::<http::HeaderValue>() {
+                h.insert("forwarded", value.clone());
+                h.insert("x-forwarded-proto", value);
+            }
+            let _ = last_forwarded_proto(&h);
+            let _ = last_x_forwarded_proto(&h);
+            // Only an exact `https` (any case) in the last position counts.
+            if !raw.to_ascii_lowercase().contains("https") {
+                proptest::prop_assert!(!last_forwarded_proto(&h) && !last_x_forwarded_proto(&h));
+            }
+        }
+    }
+
     #[test]
     fn marker_means_tls() {
         let mut req = request("198.51.100.1", &[]);
