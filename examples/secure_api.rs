@@ -16,6 +16,9 @@
 //! sealed and its last hash printed. Security alerts (spikes of 401/403/429, unknown key ids,
 //! JWKS failures, lockouts) are audit events and go to stderr too, and to
 //! `PORTCULLIS_ALERT_WEBHOOK` when set. Prometheus metrics at `/metrics` (admin only).
+//! With `PORTCULLIS_CORS_ORIGINS=https://app.example.com,http://127.0.0.1:3000` browser apps on
+//! those origins may call the API with bearer tokens (CORS `bearer_api` preset); without it,
+//! browsers keep the same-origin policy.
 //!
 //! With `PORTCULLIS_CEDAR_POLICIES=examples/secure_api.cedar` every route is decided by those
 //! Cedar policies instead of the built-in ones (same allow/deny matrix), validated against
@@ -44,6 +47,7 @@ use portcullis::authn::revocation::{
 use portcullis::authz::cedar::CedarPolicy;
 use portcullis::authz::{Rbac, SharedPolicy, authenticated, has_role, public};
 use portcullis::context::RequestContextLayer;
+use portcullis::headers::{CorsLayer, SecureHeadersLayer};
 use portcullis::principal::Principal;
 use portcullis::ratelimit::lockout::{LockoutLayer, RedisLockoutStore};
 use portcullis::ratelimit::store::{FailureMode, RedisRateLimitStore};
@@ -299,6 +303,26 @@ fn cedar_from_env() -> Result<Option<SharedPolicy>, Box<dyn std::error::Error>> 
         schema.display()
     );
     Ok(Some(cedar.into_shared()))
+}
+
+/// CORS for the comma-separated origins of `PORTCULLIS_CORS_ORIGINS`; `None` when unset.
+fn cors_from_env() -> Result<Option<CorsLayer>, Box<dyn std::error::Error>> {
+    let Ok(origins) = std::env::var("PORTCULLIS_CORS_ORIGINS") else {
+        return Ok(None);
+    };
+    let origins: Vec<&str> = origins
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .collect();
+    let cors = CorsLayer::bearer_api()
+        .allow_origins(origins.iter().copied())
+        .build()?;
+    eprintln!(
+        "CORS: bearer-token calls allowed from {}",
+        origins.join(", ")
+    );
+    Ok(Some(cors))
 }
 
 fn unix_now() -> u64 {
@@ -580,9 +604,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         revocation,
     };
     let limits = AbuseLimits::from_env()?;
-    // Outermost first: edge (client IP, rendering, audit) ─► per-IP limit ─► lockout ─►
-    // authentication ─► per-subject limit ─► router. `Security` assembles the edge and
-    // authentication alone; the limits go between them, so the stack is spelled out here.
+    let cors = tower::util::option_layer(cors_from_env()?);
+    // Outermost first: secure headers ─► CORS ─► edge (client IP, rendering, audit) ─► per-IP
+    // limit ─► lockout ─► authentication ─► per-subject limit ─► router. `Security` assembles
+    // the headers, CORS, edge and authentication alone; the limits go between them, so the
+    // stack is spelled out here. Headers and CORS wrap the edge so that rendered refusals carry
+    // them too; preflights are answered before authentication.
     let app: Router = routes(cedar.as_ref())
         .into_router()?
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -591,7 +618,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(AuthnLayer::new(jwt))
         .layer(limits.lockout)
         .layer(limits.per_ip)
-        .layer(RequestContextLayer::new().with_auditor(auditor.clone()));
+        .layer(RequestContextLayer::new().with_auditor(auditor.clone()))
+        .layer(cors)
+        .layer(SecureHeadersLayer::api());
     auditor.record(
         AuditEvent::new(EventType::ConfigLoaded)
             .with_reason_code("startup")

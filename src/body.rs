@@ -48,6 +48,13 @@ impl<B> SecureBody<B> {
     }
 }
 
+/// An empty body (what a CORS preflight answer carries).
+impl<B> Default for SecureBody<B> {
+    fn default() -> Self {
+        Self::fixed(Bytes::new())
+    }
+}
+
 impl<B> Body for SecureBody<B>
 where
     B: Body<Data = Bytes>,

@@ -203,6 +203,16 @@ impl ClientIpResolver {
         self.trusted.iter().any(|net| net.contains(ip))
     }
 
+    /// Whether `peer` is one of the trusted proxies (whose forwarded headers are believed).
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        self.is_trusted(peer)
+    }
+
+    /// The forwarded header trusted proxies maintain, when one is configured.
+    pub fn forwarded_header(&self) -> Option<ForwardedHeader> {
+        self.header
+    }
+
     /// The client address for a request from `peer` with `headers`.
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = canonical(peer);

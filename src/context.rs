@@ -176,7 +176,7 @@ fn client_ip(
     })
 }
 
-fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+pub(crate) fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
     if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
         return Some(info.0.ip());

@@ -18,6 +18,7 @@
 //! - [`rejection`]: the one refusal type and its HTTP / gRPC rendering table.
 //! - [`validate`]: request hygiene (ambiguous paths, limits), validated extractors and types,
 //!   `SafeUrl` (SSRF guard).
+//! - [`headers`]: secure response headers (CSP with per-request nonces, HSTS over TLS only).
 //! - [`Security`]: the stack assembled in order.
 //!
 //! ## Feature flags
@@ -55,6 +56,7 @@ pub mod client_ip;
 pub mod clock;
 pub mod context;
 mod error;
+pub mod headers;
 pub mod principal;
 pub mod ratelimit;
 pub mod rejection;

@@ -18,6 +18,7 @@
 //! | `UnsupportedMediaType` | 415 | 3 `INVALID_ARGUMENT` | |
 //! | `ValidationFailed` | 422 | 3 `INVALID_ARGUMENT` | |
 //! | `RateLimited`, `LockedOut` | 429 | 8 `RESOURCE_EXHAUSTED` | |
+//! | `CrossSiteRequest` | 403 | 7 `PERMISSION_DENIED` | |
 //!
 //! HTTP clients get an RFC 9457 `application/problem+json` body whose text is fixed per kind
 //! (a validation refusal adds an `errors` member listing [`FieldError`]s: paths and codes, never
@@ -80,6 +81,9 @@ pub enum RejectionKind {
     RateLimited,
     /// Too many failed authentications; temporarily locked out.
     LockedOut,
+    /// A state-changing request from another site, or without a valid CSRF token, on a
+    /// cookie-authenticated route ([`CsrfLayer`](crate::headers::CsrfLayer)).
+    CrossSiteRequest,
 }
 
 /// gRPC status codes used by the rejection table.
@@ -215,6 +219,15 @@ impl RejectionKind {
                 bearer_error: None,
                 audit_event: "lockout.locked",
             },
+            CrossSiteRequest => Row {
+                status: StatusCode::FORBIDDEN,
+                grpc: grpc::PERMISSION_DENIED,
+                slug: "cross-site-request",
+                title: "Forbidden",
+                detail: "This request must come from the site itself.",
+                bearer_error: None,
+                audit_event: "csrf.refused",
+            },
         }
     }
 
@@ -262,6 +275,7 @@ impl RejectionKind {
             ValidationFailed => "validation_failed",
             RateLimited => "rate_limited",
             LockedOut => "locked_out",
+            CrossSiteRequest => "cross_site_request",
         }
     }
     /// Whether the response carries a `WWW-Authenticate: Bearer` challenge.
@@ -630,7 +644,7 @@ impl axum::response::IntoResponse for Rejection {
 mod tests {
     use super::*;
 
-    const ALL: [RejectionKind; 12] = [
+    const ALL: [RejectionKind; 13] = [
         RejectionKind::MissingCredential,
         RejectionKind::InvalidCredential,
         RejectionKind::InvalidCredentialRequest,
@@ -643,11 +657,12 @@ mod tests {
         RejectionKind::ValidationFailed,
         RejectionKind::RateLimited,
         RejectionKind::LockedOut,
+        RejectionKind::CrossSiteRequest,
     ];
 
     #[test]
     fn table_statuses_and_grpc_codes() {
-        let expected: [(u16, u8); 12] = [
+        let expected: [(u16, u8); 13] = [
             (401, 16),
             (401, 16),
             (400, 3),
@@ -660,6 +675,7 @@ mod tests {
             (422, 3),
             (429, 8),
             (429, 8),
+            (403, 7),
         ];
         for (kind, (status, code)) in ALL.iter().zip(expected) {
             assert_eq!(kind.status().as_u16(), status, "{kind:?}");

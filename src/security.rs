@@ -2,17 +2,22 @@
 
 use std::sync::Arc;
 
-use tower_layer::{Layer, Stack};
+use tower::util::Either;
+use tower_layer::{Identity, Layer, Stack};
 
 use crate::authn::{Authenticator, AuthnLayer};
 use crate::context::RequestContextLayer;
 use crate::error::ConfigError;
+use crate::headers::{CorsLayer, SecureHeadersLayer};
 
 /// Assembles the request-context edge and authentication in the order of the request flow:
 ///
 /// ```text
-/// client ─► RequestContext (request id, rendering, audit) ─► Authenticate ─► your router
+/// client ─► SecureHeaders ─► [CORS] ─► RequestContext (request id, rendering, audit) ─► Authenticate ─► your router
 /// ```
+///
+/// The secure headers (API profile, see [`headers`](crate::headers)) are on by default and
+/// reach every response, the rendered refusals included.
 ///
 /// ```
 /// use axum::body::Body;
@@ -50,8 +55,14 @@ use crate::error::ConfigError;
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Security {
-    layer: Stack<AuthnLayer, RequestContextLayer>,
+    layer: SecurityStack,
 }
+
+/// Innermost first: authentication, the edge, CORS (optional), secure headers.
+type SecurityStack = Stack<
+    Stack<Stack<AuthnLayer, RequestContextLayer>, Either<CorsLayer, Identity>>,
+    SecureHeadersLayer,
+>;
 
 impl Security {
     /// Starts the stack.
@@ -59,12 +70,14 @@ impl Security {
         SecurityBuilder {
             authenticators: Vec::new(),
             context: RequestContextLayer::new(),
+            secure_headers: SecureHeadersLayer::api(),
+            cors: None,
         }
     }
 }
 
 impl<S> Layer<S> for Security {
-    type Service = <Stack<AuthnLayer, RequestContextLayer> as Layer<S>>::Service;
+    type Service = <SecurityStack as Layer<S>>::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
         self.layer.layer(inner)
@@ -77,6 +90,8 @@ impl<S> Layer<S> for Security {
 pub struct SecurityBuilder {
     authenticators: Vec<Arc<dyn Authenticator>>,
     context: RequestContextLayer,
+    secure_headers: SecureHeadersLayer,
+    cors: Option<CorsLayer>,
 }
 
 impl SecurityBuilder {
@@ -90,6 +105,21 @@ impl SecurityBuilder {
         self.context = context;
         self
     }
+    /// Replaces the secure response headers (default: [`SecureHeadersLayer::api`]); for
+    /// example [`SecureHeadersLayer::html`] for server-rendered pages, or
+    /// [`SecureHeadersLayer::insecure_disabled`] when another component sets them.
+    pub fn secure_headers(mut self, headers: SecureHeadersLayer) -> Self {
+        self.secure_headers = headers;
+        self
+    }
+    /// Lets the origins of `cors` call the service from browsers (default: no CORS, browsers
+    /// keep the same-origin policy). Placed outside the edge, so preflights are answered before
+    /// authentication and rendered refusals still carry the CORS headers the caller's script
+    /// needs to read them.
+    pub fn cors(mut self, cors: CorsLayer) -> Self {
+        self.cors = Some(cors);
+        self
+    }
     /// Checks the configuration and assembles the stack.
     ///
     /// A stack without authenticators is refused: it would make every caller anonymous.
@@ -101,8 +131,17 @@ impl SecurityBuilder {
         }
         Ok(Security {
             layer: Stack::new(
-                AuthnLayer::from_authenticators(self.authenticators),
-                self.context,
+                Stack::new(
+                    Stack::new(
+                        AuthnLayer::from_authenticators(self.authenticators),
+                        self.context,
+                    ),
+                    match self.cors {
+                        Some(cors) => Either::Left(cors),
+                        None => Either::Right(Identity::new()),
+                    },
+                ),
+                self.secure_headers,
             ),
         })
     }

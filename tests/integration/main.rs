@@ -13,6 +13,9 @@
 //! - [`real_idp`]: a real OpenID Provider (node's `oidc-provider`) on loopback.
 //! - [`validation`]: the example's `POST /api/documents` validation (in process and against the
 //!   example binary) and the request hygiene layer in the full stack.
+//! - [`http_hardening`]: secure headers on every response, CORS presets, CSRF protection.
+//! - [`browser`]: headless Chromium against the example: CORS and the CSP nonce, enforced by a
+//!   real browser.
 
 // Helpers outside `#[test]` functions are test code too: a failed setup step should panic.
 #![allow(
@@ -23,8 +26,10 @@
 
 mod audit;
 mod audit_log;
+mod browser;
 mod cache;
 mod cedar;
+mod http_hardening;
 mod matrix;
 mod real_idp;
 mod redaction;
