@@ -14,6 +14,8 @@
 //!   and JWT verification ([`authn::jwt`]).
 //! - [`authz`]: [`Policy`](authz::Policy), the built-in policies and RBAC.
 //! - [`routing`]: deny-by-default routing: `SecureRouter` for axum, [`MethodPolicies`](routing::MethodPolicies) for tonic.
+//! - [`authn::api_key`]: API keys (hashed, looked up by id, watched key file).
+//! - [`secrets`]: secret sources (environment, files, watched files) and the [`KeyRing`](secrets::KeyRing).
 //! - [`rejection`]: the one refusal type and its HTTP / gRPC rendering table.
 //! - [`Security`]: the stack assembled in order.
 //!
@@ -53,6 +55,7 @@ pub mod principal;
 pub mod ratelimit;
 pub mod rejection;
 pub mod routing;
+pub mod secrets;
 mod security;
 #[cfg(feature = "testing")]
 pub mod testing;

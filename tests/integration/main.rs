@@ -7,6 +7,7 @@
 //!   declaration errors.
 //! - [`cache`]: the verified-token cache against expiry and key rotation, on a manual clock.
 //! - [`tonic_grpc`]: a real tonic server and client over loopback.
+//! - [`api_keys`]: API keys beside JWTs in the demo stack, key-file reload, the example's key file.
 //! - [`real_idp`]: a real OpenID Provider (node's `oidc-provider`) on loopback.
 
 // Helpers outside `#[test]` functions are test code too: a failed setup step should panic.
@@ -16,6 +17,7 @@
     reason = "test code: a failed expectation is a test failure"
 )]
 
+mod api_keys;
 mod audit;
 mod cache;
 mod cedar;
