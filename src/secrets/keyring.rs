@@ -490,6 +490,85 @@ mod tests {
         }
     }
 
+    /// Runs `f` with a JSON subscriber capturing every event; returns the captured text.
+    pub(crate) fn capture_events(f: impl FnOnce()) -> String {
+        use std::io;
+        use std::sync::Mutex;
+        use tracing_subscriber::layer::SubscriberExt;
+        #[derive(Clone)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf(Arc::new(Mutex::new(Vec::new())));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_writer(move || writer.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn rotation_is_audited_by_id_and_a_watched_file_drives_it() {
+        use crate::secrets::{ReloadOutcome, WatchedSecret};
+        let clock = ManualClock::at(UNIX_EPOCH);
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-ring-{}",
+            crate::secrets::random_token(8).unwrap().expose_secret()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hmac-key");
+        let first = "first-hmac-key-material-0123456789abcdef";
+        let second = "second-hmac-key-material-0123456789abcdef";
+        std::fs::write(&path, format!("{first}\n")).unwrap();
+        let ring = KeyRing::builder()
+            .name("audit")
+            .derived_key(crate::secrets::SecretSource::file(&path).load_bytes().unwrap())
+            .clock(Arc::new(clock))
+            .build()
+            .unwrap();
+        let first_id = ring.active().id().to_owned();
+        let follower = ring.clone();
+        let watched = WatchedSecret::builder(&path)
+            .manual_reload()
+            .on_change(move |value| {
+                let _ = follower.rotate_to(value.expose_secret().as_bytes().to_vec());
+            })
+            .build()
+            .unwrap();
+        let signed = ring.sign(b"entry");
+        let text = capture_events(|| {
+            std::fs::write(&path, format!("{second}\n")).unwrap();
+            assert_eq!(watched.check_now(), ReloadOutcome::Reloaded);
+        });
+        let second_id = ring.active().id().to_owned();
+        assert_ne!(first_id, second_id);
+        assert_eq!(second_id, KeyRing::derive_key_id(second.as_bytes()));
+        assert!(ring.verify(&signed.key_id, b"entry", &signed.tag));
+        let rotated = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["event"] == "key.rotated")
+            .expect("a key.rotated event");
+        assert_eq!(rotated["key_ring"], "audit");
+        assert_eq!(rotated["key_id"], second_id.as_str());
+        assert_eq!(rotated["previous_key_id"], first_id.as_str());
+        assert!(text.contains("secret.reloaded"));
+        assert!(!text.contains("hmac-key-material"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn hmac_matches_rfc_4231_case_6() {
         // RFC 4231 test case 6 uses a 131-byte key; verify against it.
