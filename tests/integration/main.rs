@@ -8,6 +8,7 @@
 //! - [`cache`]: the verified-token cache against expiry and key rotation, on a manual clock.
 //! - [`tonic_grpc`]: a real tonic server and client over loopback.
 //! - [`api_keys`]: API keys beside JWTs in the demo stack, key-file reload, the example's key file.
+//! - [`no_secret_leak`]: no secret in any response, Debug, Display, error or log line.
 //! - [`real_idp`]: a real OpenID Provider (node's `oidc-provider`) on loopback.
 
 // Helpers outside `#[test]` functions are test code too: a failed setup step should panic.
@@ -22,6 +23,7 @@ mod audit;
 mod cache;
 mod cedar;
 mod matrix;
+mod no_secret_leak;
 mod real_idp;
 mod routing;
 mod support;
