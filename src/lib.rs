@@ -31,6 +31,7 @@
 //! | `config` | no | [`authz::config::PolicyFile`]: roles and route / gRPC policies from a TOML file |
 //! | `testing` | no | [`testing`]: key generation, token minting and an in-process identity provider for tests (enables `axum`) |
 //! | `cedar` | no | [`authz::cedar`]: Cedar policies (the `cedar-policy` crate) as a `Policy`, validated against a Cedar schema at startup |
+//! | `outbound` | no | [`client`]: OAuth 2.0 client-credentials token source (cached, refreshed ahead, single flight) and `BearerTokenLayer` for outgoing hyper / tonic clients, over HTTPS with rustls |
 //! | `full` | no | all of the above |
 //!
 //! Features only add capabilities; none weakens a default.
@@ -47,6 +48,8 @@ pub mod authn;
 pub mod authz;
 pub mod body;
 mod claims;
+#[cfg(feature = "outbound")]
+pub mod client;
 pub mod client_ip;
 pub mod clock;
 pub mod context;

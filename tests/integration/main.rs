@@ -9,6 +9,7 @@
 //! - [`tonic_grpc`]: a real tonic server and client over loopback.
 //! - [`api_keys`]: API keys beside JWTs in the demo stack, key-file reload, the example's key file.
 //! - [`no_secret_leak`]: no secret in any response, Debug, Display, error or log line.
+//! - [`outbound`]: service A calls service B with client-credentials tokens from the real provider (HTTP and gRPC).
 //! - [`real_idp`]: a real OpenID Provider (node's `oidc-provider`) on loopback.
 
 // Helpers outside `#[test]` functions are test code too: a failed setup step should panic.
@@ -24,6 +25,7 @@ mod cache;
 mod cedar;
 mod matrix;
 mod no_secret_leak;
+mod outbound;
 mod real_idp;
 mod routing;
 mod support;

@@ -1,5 +1,5 @@
 //! No secret value ever leaves the crate (issue 6): API keys, HMAC and signing keys, bearer
-//! tokens and client secrets are driven through every rejection path reachable from outside,
+//! tokens, inbound and outbound client secrets are driven through every rejection path reachable from outside,
 //! and the test then searches every response (status line aside: bodies and header values),
 //! every `Debug` and `Display` of the crate's types that held them, every error, and every line
 //! the crate logged (all targets, all levels) for the secrets and any 20-character piece of them.
@@ -18,6 +18,7 @@ use portcullis::Security;
 use portcullis::authn::api_key::{ApiKeyAuthenticator, ApiKeySet, generate_api_key};
 use portcullis::authn::introspection::IntrospectionAuthenticator;
 use portcullis::authn::jwt::{JwtAlgorithm, JwtAuthenticator};
+use portcullis::client::{AccessToken, BearerTokenLayer, ClientCredentials};
 use portcullis::secrets::{KeyRing, SecretSource, WatchedSecret};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde_json::json;
@@ -393,6 +394,49 @@ async fn drive() -> (Exposed, Vec<String>) {
         assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
         exposed.response("introspection refusal", &parts, &body);
     }
+
+    // --- Outbound: the client-credentials source against a hostile token endpoint ---------
+    let outbound_secret = "outbound-client-secret-0123456789-abcdef".to_owned();
+    let outbound_basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("service-a:{outbound_secret}"));
+    let issued = "issued-access-token-0123456789-abcdefghij".to_owned();
+    secrets.extend([outbound_secret.clone(), outbound_basic, issued.clone()]);
+    for status in [
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::BAD_REQUEST,
+        StatusCode::UNAUTHORIZED,
+        StatusCode::OK,
+    ] {
+        let echo = echo_server(status).await;
+        let tokens = ClientCredentials::builder(format!("http://{echo}/token"))
+            .client_credentials("service-a", SecretString::from(outbound_secret.clone()))
+            .retry(2, std::time::Duration::from_millis(1))
+            .insecure_allow_http()
+            .build()
+            .unwrap();
+        exposed.add("ClientCredentials Debug", format!("{tokens:?}"));
+        let layer = BearerTokenLayer::new(tokens.clone());
+        exposed.add("BearerTokenLayer Debug", format!("{layer:?}"));
+        let client = tower::ServiceBuilder::new()
+            .layer(layer)
+            .service(tower::service_fn(|_req: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(())
+            }));
+        let err = tower::ServiceExt::oneshot(client, Request::new(()))
+            .await
+            .unwrap_err();
+        exposed.add(format!("outbound {status} error Display"), err.to_string());
+        exposed.add(format!("outbound {status} error Debug"), format!("{err:?}"));
+    }
+    let token = AccessToken::new(
+        SecretString::from(issued.clone()),
+        std::time::SystemTime::now(),
+    );
+    exposed.add("AccessToken Debug", format!("{token:?}"));
+    exposed.add(
+        "Authorization header Debug",
+        format!("{:?}", token.authorization().unwrap()),
+    );
 
     // --- Secrets and the key ring ---------------------------------------------------------
     let file_secret = "file-secret-value-0123456789-abcdefghij".to_owned();
