@@ -534,7 +534,11 @@ mod tests {
         std::fs::write(&path, format!("{first}\n")).unwrap();
         let ring = KeyRing::builder()
             .name("audit")
-            .derived_key(crate::secrets::SecretSource::file(&path).load_bytes().unwrap())
+            .derived_key(
+                crate::secrets::SecretSource::file(&path)
+                    .load_bytes()
+                    .unwrap(),
+            )
             .clock(Arc::new(clock))
             .build()
             .unwrap();
