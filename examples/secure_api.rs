@@ -19,6 +19,9 @@
 //! With `PORTCULLIS_CORS_ORIGINS=https://app.example.com,http://127.0.0.1:3000` browser apps on
 //! those origins may call the API with bearer tokens (CORS `bearer_api` preset); without it,
 //! browsers keep the same-origin policy.
+//! With `PORTCULLIS_API_KEYS_FILE` it also accepts API keys (`Authorization: ApiKey pk_<id>_<secret>`
+//! or `x-api-key: pk_...`) listed in that file, one `id:sha256-hex-of-the-full-key:role,role` per
+//! line (see `docs/api-keys.md`); the file is watched and reloaded on change.
 //!
 //! With `PORTCULLIS_CEDAR_POLICIES=examples/secure_api.cedar` every route is decided by those
 //! Cedar policies instead of the built-in ones (same allow/deny matrix), validated against
@@ -38,6 +41,7 @@ use portcullis::audit::{
     Alert, AlertDetector, AuditEvent, Auditor, ChainKey, EventType, JsonLinesSink, WebhookHook,
 };
 use portcullis::authn::AuthnLayer;
+use portcullis::authn::api_key::ApiKeyAuthenticator;
 use portcullis::authn::jwt::JwtAuthenticator;
 use portcullis::authn::jwt::StartupMode;
 use portcullis::authn::oidc::OidcProvider;
@@ -325,6 +329,24 @@ fn cors_from_env() -> Result<Option<CorsLayer>, Box<dyn std::error::Error>> {
     Ok(Some(cors))
 }
 
+/// API keys from `PORTCULLIS_API_KEYS_FILE` (watched), accepted as `Authorization: ApiKey ...`
+/// or `x-api-key`; `None` when unset.
+fn api_keys_from_env() -> Result<Option<ApiKeyAuthenticator>, Box<dyn std::error::Error>> {
+    let Some(path) = std::env::var_os("PORTCULLIS_API_KEYS_FILE") else {
+        return Ok(None);
+    };
+    let api_keys = ApiKeyAuthenticator::builder()
+        .keys_file(&path)
+        .header("x-api-key")
+        .build()?;
+    eprintln!(
+        "API keys: {} from {} (reloaded on change)",
+        api_keys.keys().len(),
+        std::path::Path::new(&path).display()
+    );
+    Ok(Some(api_keys))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -605,6 +627,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let limits = AbuseLimits::from_env()?;
     let cors = tower::util::option_layer(cors_from_env()?);
+    let authn = match api_keys_from_env()? {
+        Some(api_keys) => AuthnLayer::new(jwt).with(api_keys),
+        None => AuthnLayer::new(jwt),
+    };
     // Outermost first: secure headers ─► CORS ─► edge (client IP, rendering, audit) ─► per-IP
     // limit ─► lockout ─► authentication ─► per-subject limit ─► router. `Security` assembles
     // the headers, CORS, edge and authentication alone; the limits go between them, so the
@@ -615,7 +641,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
         .layer(limits.per_subject)
-        .layer(AuthnLayer::new(jwt))
+        .layer(authn)
         .layer(limits.lockout)
         .layer(limits.per_ip)
         .layer(RequestContextLayer::new().with_auditor(auditor.clone()))

@@ -15,6 +15,8 @@
 //!   and JWT verification ([`authn::jwt`]).
 //! - [`authz`]: [`Policy`](authz::Policy), the built-in policies and RBAC.
 //! - [`routing`]: deny-by-default routing: `SecureRouter` for axum, [`MethodPolicies`](routing::MethodPolicies) for tonic.
+//! - [`authn::api_key`]: API keys (hashed, looked up by id, watched key file).
+//! - [`secrets`]: secret sources (environment, files, watched files) and the [`KeyRing`](secrets::KeyRing).
 //! - [`rejection`]: the one refusal type and its HTTP / gRPC rendering table.
 //! - [`validate`]: request hygiene (ambiguous paths, limits), validated extractors and types,
 //!   `SafeUrl` (SSRF guard).
@@ -36,6 +38,7 @@
 //! | `metrics` | no | counters and histograms through the [`metrics`](https://docs.rs/metrics) facade ([`audit::metrics`] lists the names) |
 //! | `webhook` | no | [`audit::WebhookHook`]: security alerts POSTed to a webhook (HTTP with rustls) |
 //! | `validate` | yes | `validate::Valid` extractors (garde), bounded / pattern / slug types, `validate::SafeUrl` with resolver checks (the request hygiene layer needs no feature) |
+//! | `outbound` | no | [`client`]: OAuth 2.0 client-credentials token source (cached, refreshed ahead, single flight) and `BearerTokenLayer` for outgoing hyper / tonic clients, over HTTPS with rustls |
 //! | `full` | no | all of the above |
 //!
 //! Features only add capabilities; none weakens a default.
@@ -52,6 +55,8 @@ pub mod authn;
 pub mod authz;
 pub mod body;
 mod claims;
+#[cfg(feature = "outbound")]
+pub mod client;
 pub mod client_ip;
 pub mod clock;
 pub mod context;
@@ -61,6 +66,7 @@ pub mod principal;
 pub mod ratelimit;
 pub mod rejection;
 pub mod routing;
+pub mod secrets;
 mod security;
 #[cfg(feature = "redis")]
 mod shared_redis;

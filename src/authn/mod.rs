@@ -66,6 +66,7 @@
 //! ([`SecureRouter`](crate::routing::SecureRouter) or your own policy check) anonymous requests
 //! pass straight through.
 
+pub mod api_key;
 #[cfg(feature = "oidc")]
 pub mod introspection;
 #[cfg(feature = "jwt")]

@@ -10,6 +10,9 @@
 //! - [`tonic_grpc`]: a real tonic server and client over loopback.
 //! - [`redaction`]: no credential in audit events, traces, metric labels or responses.
 //! - [`runbooks`]: the commands of `docs/runbooks/` against the running example.
+//! - [`api_keys`]: API keys beside JWTs in the demo stack, key-file reload, the example's key file.
+//! - [`no_secret_leak`]: no secret in any response, Debug, Display, error or log line.
+//! - [`outbound`]: service A calls service B with client-credentials tokens from the real provider (HTTP and gRPC).
 //! - [`real_idp`]: a real OpenID Provider (node's `oidc-provider`) on loopback.
 //! - [`validation`]: the example's `POST /api/documents` validation (in process and against the
 //!   example binary) and the request hygiene layer in the full stack.
@@ -24,6 +27,7 @@
     reason = "test code: a failed expectation is a test failure"
 )]
 
+mod api_keys;
 mod audit;
 mod audit_log;
 mod browser;
@@ -31,6 +35,8 @@ mod cache;
 mod cedar;
 mod http_hardening;
 mod matrix;
+mod no_secret_leak;
+mod outbound;
 mod real_idp;
 mod redaction;
 mod routing;

@@ -17,14 +17,14 @@ use portcullis::principal::PrincipalKind;
 use portcullis::testing::TestKey;
 use secrecy::SecretString;
 
-const CLIENT_ID: &str = "portcullis-test";
-const CLIENT_SECRET: &str = "portcullis-test-secret-0123456789abcdef";
-const AUDIENCE: &str = "portcullis-demo";
+pub(crate) const CLIENT_ID: &str = "portcullis-test";
+pub(crate) const CLIENT_SECRET: &str = "portcullis-test-secret-0123456789abcdef";
+pub(crate) const AUDIENCE: &str = "portcullis-demo";
 
 /// A running provider; killed when dropped.
-struct Idp {
+pub(crate) struct Idp {
     child: Child,
-    issuer: String,
+    pub(crate) issuer: String,
     control: String,
     http: reqwest::Client,
 }
@@ -45,7 +45,7 @@ fn unavailable(why: &str) -> Option<Idp> {
 }
 
 impl Idp {
-    async fn start() -> Option<Idp> {
+    pub(crate) async fn start() -> Option<Idp> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc-provider");
         // Tests start providers concurrently: one installs, the others wait for it instead of
         // starting node against a half-written node_modules.
@@ -142,7 +142,7 @@ impl Idp {
         assert_eq!(response.status().as_u16(), 204, "control {action}");
     }
 
-    fn provider(&self, unknown_kid_interval: Duration) -> OidcProvider {
+    pub(crate) fn provider(&self, unknown_kid_interval: Duration) -> OidcProvider {
         OidcProvider::builder(self.issuer.clone())
             .audience(AUDIENCE)
             .insecure_allow_http()
