@@ -29,6 +29,7 @@
 //! | `config` | no | [`authz::config::PolicyFile`]: roles and route / gRPC policies from a TOML file |
 //! | `testing` | no | [`testing`]: key generation, token minting and an in-process identity provider for tests (enables `axum`) |
 //! | `cedar` | no | [`authz::cedar`]: Cedar policies (the `cedar-policy` crate) as a `Policy`, validated against a Cedar schema at startup |
+//! | `tls` | no | [`tls`]: rustls server configuration (TLS 1.2+, client CA, CRLs, certificate hot reload), serving over TLS with the client identity in request extensions, the mTLS client configuration, and [`authn::mtls`] |
 //! | `full` | no | all of the above |
 //!
 //! Features only add capabilities; none weakens a default.
@@ -56,6 +57,8 @@ pub mod routing;
 mod security;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::ConfigError;
 pub use security::{Security, SecurityBuilder};

@@ -70,6 +70,8 @@
 pub mod introspection;
 #[cfg(feature = "jwt")]
 pub mod jwt;
+#[cfg(feature = "tls")]
+pub mod mtls;
 #[cfg(feature = "oidc")]
 pub mod oidc;
 pub mod protected_resource;
