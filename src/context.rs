@@ -178,6 +178,13 @@ fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
     {
         return Some(addr.ip());
     }
+    #[cfg(all(feature = "tonic", feature = "tls"))]
+    if let Some(addr) = extensions
+        .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+        .and_then(|info| info.get_ref().remote_addr())
+    {
+        return Some(addr.ip());
+    }
     extensions.get::<SocketAddr>().map(SocketAddr::ip)
 }
 

@@ -75,6 +75,7 @@ pub struct MtlsAuthenticator {
     id_roles: BTreeMap<String, Vec<String>>,
     domain_roles: BTreeMap<String, Vec<String>>,
     dns_roles: BTreeMap<String, Vec<String>>,
+    any_verified: bool,
     prefer_authorization: bool,
     clock: SharedClock,
 }
@@ -85,6 +86,7 @@ impl fmt::Debug for MtlsAuthenticator {
             .field("spiffe_ids", &self.spiffe_ids)
             .field("trust_domains", &self.trust_domains)
             .field("dns_names", &self.dns_names)
+            .field("any_verified", &self.any_verified)
             .field("prefer_authorization", &self.prefer_authorization)
             .finish_non_exhaustive()
     }
@@ -99,6 +101,7 @@ pub struct MtlsAuthenticatorBuilder {
     id_roles: Vec<(String, Vec<String>)>,
     domain_roles: Vec<(String, Vec<String>)>,
     dns_roles: Vec<(String, Vec<String>)>,
+    any_verified: bool,
     prefer_authorization: bool,
     clock: SharedClock,
 }
@@ -138,6 +141,16 @@ impl MtlsAuthenticatorBuilder {
     /// alternative names (exact, case-insensitive match; no wildcards).
     pub fn allow_dns_name(mut self, name: impl Into<String>) -> Self {
         self.dns_names.push(name.into());
+        self
+    }
+
+    /// Admits every certificate the TLS layer verified, whatever identity it names: the client
+    /// CA bundle alone decides who may connect. Use it only with a CA dedicated to this
+    /// service's clients. The subject is the SPIFFE ID, else the first DNS name, else the
+    /// subject common name, else `sha256:<fingerprint>`; certificates with a malformed
+    /// identity are still refused with 401. Role mappings for listed identities still apply.
+    pub fn allow_any_verified_certificate(mut self) -> Self {
+        self.any_verified = true;
         self
     }
 
@@ -219,7 +232,11 @@ impl MtlsAuthenticatorBuilder {
             }
             dns_names.insert(name.to_ascii_lowercase());
         }
-        if spiffe_ids.is_empty() && trust_domains.is_empty() && dns_names.is_empty() {
+        if !self.any_verified
+            && spiffe_ids.is_empty()
+            && trust_domains.is_empty()
+            && dns_names.is_empty()
+        {
             return Err(ConfigError::new(
                 "mTLS authenticator: the allow-list is empty (no SPIFFE ID, trust domain or DNS name)",
             ));
@@ -228,7 +245,10 @@ impl MtlsAuthenticatorBuilder {
         for (id, roles) in self.id_roles {
             let parsed = SpiffeId::parse(&id)
                 .map_err(|e| ConfigError::new(format!("mTLS role mapping {id:?}: {e}")))?;
-            if !spiffe_ids.contains(&id) && !trust_domains.contains(parsed.trust_domain()) {
+            if !self.any_verified
+                && !spiffe_ids.contains(&id)
+                && !trust_domains.contains(parsed.trust_domain())
+            {
                 return Err(ConfigError::new(format!(
                     "mTLS role mapping {id:?}: the identity is not on the allow-list"
                 )));
@@ -237,7 +257,8 @@ impl MtlsAuthenticatorBuilder {
         }
         let mut domain_roles = BTreeMap::<String, Vec<String>>::new();
         for (domain, roles) in self.domain_roles {
-            let admitted = trust_domains.contains(&domain)
+            let admitted = self.any_verified
+                || trust_domains.contains(&domain)
                 || spiffe_ids
                     .iter()
                     .any(|id| SpiffeId::parse(id).is_ok_and(|id| id.trust_domain() == domain));
@@ -251,7 +272,7 @@ impl MtlsAuthenticatorBuilder {
         let mut dns_roles = BTreeMap::<String, Vec<String>>::new();
         for (name, roles) in self.dns_roles {
             let name = name.to_ascii_lowercase();
-            if !dns_names.contains(&name) {
+            if !self.any_verified && !dns_names.contains(&name) {
                 return Err(ConfigError::new(format!(
                     "mTLS role mapping {name:?}: the DNS name is not on the allow-list"
                 )));
@@ -265,6 +286,7 @@ impl MtlsAuthenticatorBuilder {
             id_roles,
             domain_roles,
             dns_roles,
+            any_verified: self.any_verified,
             prefer_authorization: self.prefer_authorization,
             clock: self.clock,
         })
@@ -281,6 +303,7 @@ impl MtlsAuthenticator {
             id_roles: Vec::new(),
             domain_roles: Vec::new(),
             dns_roles: Vec::new(),
+            any_verified: false,
             prefer_authorization: false,
             clock: Arc::new(SystemClock),
         }
@@ -302,7 +325,8 @@ impl MtlsAuthenticator {
             }
         };
         let (subject, issuer) = if let Some(id) = identity.spiffe_id() {
-            let admitted = self.spiffe_ids.contains(id.as_str())
+            let admitted = self.any_verified
+                || self.spiffe_ids.contains(id.as_str())
                 || self.trust_domains.contains(id.trust_domain());
             if !admitted {
                 return Err(Rejection::forbidden(format!(
@@ -321,6 +345,16 @@ impl MtlsAuthenticator {
                 .iter()
                 .map(|n| n.to_ascii_lowercase())
                 .find(|n| self.dns_names.contains(n));
+            let matched = matched.or_else(|| {
+                self.any_verified.then(|| {
+                    identity
+                        .dns_names()
+                        .first()
+                        .map(|n| n.to_ascii_lowercase())
+                        .or_else(|| identity.common_name().map(str::to_owned))
+                        .unwrap_or_else(|| format!("sha256:{}", identity.fingerprint_sha256()))
+                })
+            });
             let Some(name) = matched else {
                 return Err(Rejection::forbidden(format!(
                     "mTLS certificate {} (subject {:?}) has no SPIFFE ID and no DNS name on the allow-list",
@@ -572,6 +606,34 @@ mod tests {
                 .authenticate_parts(&parts_with(Some(der), true))
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn any_verified_certificate_names_a_subject() {
+        let a = MtlsAuthenticator::builder()
+            .allow_any_verified_certificate()
+            .roles_for_trust_domain("prod.example", ["prod"])
+            .build()
+            .unwrap();
+        let subject = |der| {
+            a.authenticate_parts(&parts_with(Some(der), false))
+                .unwrap()
+                .unwrap()
+        };
+        let p = subject(cert(&["spiffe://prod.example/a"], &["a.internal"]));
+        assert_eq!(
+            (p.subject(), p.roles()),
+            ("spiffe://prod.example/a", &["prod".to_owned()][..])
+        );
+        assert_eq!(subject(cert(&[], &["B.internal"])).subject(), "b.internal");
+        assert_eq!(subject(cert(&[], &[])).subject(), "svc");
+        let malformed = cert(&["spiffe://a.example/x", "spiffe://b.example/y"], &[]);
+        assert_eq!(
+            a.authenticate_parts(&parts_with(Some(malformed), false))
+                .unwrap_err()
+                .kind(),
+            RejectionKind::InvalidCredential
         );
     }
 

@@ -8,6 +8,7 @@
 //! - [`cache`]: the verified-token cache against expiry and key rotation, on a manual clock.
 //! - [`tonic_grpc`]: a real tonic server and client over loopback.
 //! - [`real_idp`]: a real OpenID Provider (node's `oidc-provider`) on loopback.
+//! - [`tls`]: real TLS handshakes: mTLS identities, refused certificates, hot reload, CRLs, tonic.
 
 // Helpers outside `#[test]` functions are test code too: a failed setup step should panic.
 #![allow(
@@ -23,4 +24,5 @@ mod matrix;
 mod real_idp;
 mod routing;
 mod support;
+mod tls;
 mod tonic_grpc;
