@@ -8,7 +8,8 @@
 //! - hot reload: the server certificate rotated on disk is served to new connections while an
 //!   open connection keeps working; a bad file keeps the last good certificate; a new CRL
 //!   revokes a client for new connections;
-//! - tonic: the client certificate from tonic's TLS connection info, mapped to a principal.
+//! - tonic: the client certificate from tonic's TLS connection info, mapped to a principal;
+//!   the `grpc_service` example's policy matrix with client certificates and with tokens.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -33,6 +34,10 @@ use tokio::net::TcpStream;
 #[path = "../../examples/mtls.rs"]
 #[expect(dead_code, reason = "the example's main is not called by the tests")]
 mod mtls_example;
+
+#[path = "../../examples/grpc_service.rs"]
+#[expect(dead_code, reason = "the example's main is not called by the tests")]
+mod grpc_example;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -692,5 +697,236 @@ mod grpc {
 
         let _ = stop.send(());
         server.await.unwrap().unwrap();
+    }
+}
+
+mod grpc_service_example {
+    use std::str::FromStr;
+
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    use tonic::{Code, Status};
+
+    use super::grpc_example::{self, pb};
+    use portcullis::testing::TestKey;
+
+    async fn call<Req, Res>(
+        channel: &Channel,
+        method: &str,
+        message: Req,
+        bearer: Option<&str>,
+    ) -> Result<Res, Status>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Res: prost::Message + Default + Send + Sync + 'static,
+    {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = bearer {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let path =
+            http::uri::PathAndQuery::from_str(&format!("/{}/{method}", grpc_example::SERVICE))
+                .unwrap();
+        grpc.unary(request, path, tonic_prost::ProstCodec::default())
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn who(channel: &Channel, bearer: Option<&str>) -> Result<pb::WhoAmIResponse, Status> {
+        call(channel, "WhoAmI", pb::WhoAmIRequest {}, bearer).await
+    }
+
+    async fn get(channel: &Channel, bearer: Option<&str>) -> Code {
+        let r: Result<pb::Document, _> = call(
+            channel,
+            "GetDocument",
+            pb::GetDocumentRequest { id: 1 },
+            bearer,
+        )
+        .await;
+        r.map_or_else(|s| s.code(), |_| Code::Ok)
+    }
+
+    async fn create(channel: &Channel, bearer: Option<&str>) -> Code {
+        let message = pb::CreateDocumentRequest {
+            title: "Notes".into(),
+            url: "https://example.com/notes".into(),
+        };
+        let r: Result<pb::Document, _> = call(channel, "CreateDocument", message, bearer).await;
+        r.map_or_else(|s| s.code(), |_| Code::Ok)
+    }
+
+    async fn delete(channel: &Channel, id: u64, bearer: Option<&str>) -> Code {
+        let r: Result<pb::DeleteDocumentResponse, _> = call(
+            channel,
+            "DeleteDocument",
+            pb::DeleteDocumentRequest { id },
+            bearer,
+        )
+        .await;
+        r.map_or_else(|s| s.code(), |_| Code::Ok)
+    }
+
+    async fn purge(channel: &Channel, bearer: Option<&str>) -> Code {
+        let r: Result<pb::PurgeResponse, _> =
+            call(channel, "Purge", pb::PurgeRequest {}, bearer).await;
+        r.map_or_else(|s| s.code(), |_| Code::Ok)
+    }
+
+    async fn start(
+        tls: Option<portcullis::tls::TlsServerConfig>,
+        key: &TestKey,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let jwt = grpc_example::jwt(key).unwrap();
+        let task = tokio::spawn(async move {
+            grpc_example::serve(listener, tls, jwt, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        (addr, stop, task)
+    }
+
+    #[tokio::test]
+    async fn policies_over_mtls_and_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key_path) = grpc_example::throwaway_pki(dir.path()).unwrap();
+        let tls = grpc_example::tls(&cert, &key_path, &ca).unwrap();
+        let key = TestKey::ed25519("grpc-test");
+        let (addr, stop, task) = start(Some(tls), &key).await;
+        let ca_pem = std::fs::read_to_string(&ca).unwrap();
+        let channel = |role: Option<&str>| {
+            let mut config = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&ca_pem))
+                .domain_name("localhost");
+            if let Some(role) = role {
+                let cert = std::fs::read(dir.path().join(format!("{role}.pem"))).unwrap();
+                let key = std::fs::read(dir.path().join(format!("{role}-key.pem"))).unwrap();
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            Channel::from_shared(format!("https://{addr}"))
+                .unwrap()
+                .tls_config(config)
+                .unwrap()
+                .connect_lazy()
+        };
+        let reader = channel(Some("reader"));
+        let admin = channel(Some("admin"));
+        let anonymous = channel(None);
+
+        // Client certificates map to service principals with the roles of their SPIFFE ID.
+        let me = who(&reader, None).await.unwrap();
+        assert_eq!(me.subject, "spiffe://portcullis.test/reader");
+        assert_eq!(me.spiffe_id, me.subject);
+        assert_eq!(
+            (me.kind.as_str(), me.auth_method.as_str()),
+            ("service", "mtls")
+        );
+        assert_eq!(me.roles, ["reader"]);
+        assert_eq!(get(&reader, None).await, Code::Ok);
+        assert_eq!(create(&reader, None).await, Code::PermissionDenied);
+        assert_eq!(delete(&reader, 1, None).await, Code::PermissionDenied);
+        assert_eq!(
+            create(&admin, None).await,
+            Code::Ok,
+            "admin inherits editor"
+        );
+        assert_eq!(delete(&admin, 1, None).await, Code::Ok);
+        assert_eq!(
+            purge(&admin, None).await,
+            Code::PermissionDenied,
+            "unlisted method"
+        );
+
+        // Without a certificate: tokens, or anonymous.
+        let admin_token = grpc_example::token(&key, "dev-admin", &["admin"]);
+        assert_eq!(get(&anonymous, None).await, Code::Unauthenticated);
+        assert_eq!(
+            who(&anonymous, Some(&admin_token)).await.unwrap().subject,
+            "dev-admin"
+        );
+        assert_eq!(
+            get(&anonymous, Some("not.a.token")).await,
+            Code::Unauthenticated
+        );
+        // Certificate and token on one request: the token decides.
+        let both = who(&reader, Some(&admin_token)).await.unwrap();
+        assert_eq!(
+            (both.subject.as_str(), both.auth_method.as_str()),
+            ("dev-admin", "jwt")
+        );
+
+        // The public health check.
+        let health = tonic_health::pb::health_client::HealthClient::new(anonymous.clone())
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        assert!(health.is_ok(), "{health:?}");
+
+        let _ = stop.send(());
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn policies_over_h2c_with_tokens() {
+        let key = TestKey::ed25519("grpc-test");
+        let (addr, stop, task) = start(None, &key).await;
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let token = |roles: &[&str]| grpc_example::token(&key, "dev", roles);
+        let (reader, editor, admin) = (token(&["reader"]), token(&["editor"]), token(&["admin"]));
+        let cases = [
+            ("reader get", get(&channel, Some(&reader)).await, Code::Ok),
+            (
+                "reader create",
+                create(&channel, Some(&reader)).await,
+                Code::PermissionDenied,
+            ),
+            (
+                "editor create",
+                create(&channel, Some(&editor)).await,
+                Code::Ok,
+            ),
+            (
+                "editor delete",
+                delete(&channel, 1, Some(&editor)).await,
+                Code::PermissionDenied,
+            ),
+            (
+                "admin delete",
+                delete(&channel, 1, Some(&admin)).await,
+                Code::Ok,
+            ),
+            (
+                "admin purge",
+                purge(&channel, Some(&admin)).await,
+                Code::PermissionDenied,
+            ),
+            (
+                "anonymous get",
+                get(&channel, None).await,
+                Code::Unauthenticated,
+            ),
+        ];
+        for (name, got, want) in cases {
+            assert_eq!(got, want, "{name}");
+        }
+        let _ = stop.send(());
+        task.await.unwrap();
     }
 }
