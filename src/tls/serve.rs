@@ -95,8 +95,10 @@ impl<S> fmt::Debug for Serve<S> {
 /// [`MtlsAuthenticator`](crate::authn::mtls::MtlsAuthenticator) refuses those with 401).
 ///
 /// Handshakes run concurrently, each limited by the configuration's handshake timeout; a
-/// failed handshake is recorded (`tls.handshake_failed` on the audit target, at `DEBUG`) and
-/// only closes that connection. Errors of `accept` itself (out of file descriptors) are
+/// failed handshake only closes that connection. A refused client certificate (unknown CA,
+/// expired, revoked, missing when required) is recorded as `tls.client_certificate_rejected`
+/// on the audit target at `WARN`, with the client address and the reason; other handshake
+/// failures as `tls.handshake_failed` at `DEBUG`. Errors of `accept` itself (out of file descriptors) are
 /// retried after a short pause rather than ending the server.
 pub fn serve<S, B>(listener: TcpListener, tls: TlsServerConfig, service: S) -> Serve<S>
 where
@@ -227,13 +229,35 @@ async fn handshake(
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
-            tracing::debug!(
-                target: crate::audit::TARGET,
-                event = "tls.handshake_failed",
-                client_ip = %remote_addr.ip(),
-                reason = %e,
-                "TLS handshake failed"
-            );
+            // A client certificate that failed verification (unknown CA, expired, revoked) is
+            // a security event; other failures (scanners, protocol mismatches) are noise.
+            let certificate = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|tls| {
+                    matches!(
+                        tls,
+                        rustls::Error::InvalidCertificate(_)
+                            | rustls::Error::NoCertificatesPresented
+                    )
+                });
+            if certificate {
+                tracing::warn!(
+                    target: crate::audit::TARGET,
+                    event = "tls.client_certificate_rejected",
+                    client_ip = %remote_addr.ip(),
+                    reason = %e,
+                    "TLS client certificate rejected"
+                );
+            } else {
+                tracing::debug!(
+                    target: crate::audit::TARGET,
+                    event = "tls.handshake_failed",
+                    client_ip = %remote_addr.ip(),
+                    reason = %e,
+                    "TLS handshake failed"
+                );
+            }
             None
         }
         Err(_) => {

@@ -930,3 +930,91 @@ mod grpc_service_example {
         task.await.unwrap();
     }
 }
+
+/// Audit and secrecy over TLS: the peer address reaches the audit events (through
+/// `ConnectInfo`), refused client certificates are recorded, and private key material never
+/// appears in logs, errors or `Debug` output, even when a reload reads a broken key.
+#[test]
+fn audit_events_and_no_key_material_in_output() {
+    const MARKER: &str = "c2VjcmV0LWtleS1ieXRlcy1tdXN0LW5vdC1sZWFr";
+    let ((debug, error), text) = crate::audit::captured(async {
+        let ca = Ca::new("CA");
+        let dir = tempfile::tempdir().unwrap();
+        let server_id = ca.server();
+        let cert = write(dir.path(), "server.pem", &server_id.cert);
+        let key = write(dir.path(), "server-key.pem", &server_id.key);
+        let client_ca = write(dir.path(), "ca.pem", &ca.pem);
+        let tls = mtls_example::tls(&cert, &key, &client_ca, None).unwrap();
+        let authenticator = MtlsAuthenticator::builder()
+            .allow_trust_domain("prod.example")
+            .build()
+            .unwrap();
+        let server = Server::start(tls.clone(), authenticator).await;
+        let me = ca.issue(&Leaf {
+            spiffe: &["spiffe://prod.example/api"],
+            serial: 31,
+            ..Leaf::default()
+        });
+        let (status, _) = get_once(server.addr, client(&ca, Some(&me), &[]), "/whoami")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        let stranger = Ca::new("stranger").issue(&Leaf {
+            serial: 32,
+            ..Leaf::default()
+        });
+        assert!(
+            get_once(server.addr, client(&ca, Some(&stranger), &[]), "/health")
+                .await
+                .is_err()
+        );
+
+        // A new key file that is not a key: refused, the old pair stays.
+        write(
+            dir.path(),
+            "server-key.pem",
+            &format!("-----BEGIN PRIVATE KEY-----\n{MARKER}\n-----END PRIVATE KEY-----\n"),
+        );
+        let error = tls.reload().unwrap_err();
+        assert_eq!(
+            get_once(server.addr, client(&ca, Some(&me), &[]), "/health")
+                .await
+                .unwrap()
+                .0,
+            StatusCode::OK
+        );
+        server.shutdown().await;
+        (format!("{tls:?}"), error.to_string())
+    });
+    let events = crate::audit::audit_events(&text);
+    let completed: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "request.completed")
+        .collect();
+    assert_eq!(completed.len(), 2, "{text}");
+    for event in &completed {
+        assert_eq!(event["client_ip"], "127.0.0.1", "{event}");
+    }
+    assert_eq!(completed[0]["subject"], "spiffe://prod.example/api");
+    assert_eq!(completed[0]["auth_method"], "mtls");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "tls.client_certificate_rejected"
+                && e["client_ip"] == "127.0.0.1"),
+        "{text}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "tls.reload_failed" && e["what"] == "certificate"),
+        "{text}"
+    );
+    for output in [&text, &debug, &error] {
+        assert!(!output.contains(MARKER), "key material in {output}");
+        assert!(
+            !output.contains("PRIVATE KEY-----\n"),
+            "key material in {output}"
+        );
+    }
+}
