@@ -195,8 +195,13 @@ impl ClientIdentity {
             .map_err(|_| IdentityError::UnparsableCertificate)?;
         for name in san.iter().flat_map(|ext| ext.value.general_names.iter()) {
             match name {
+                // Compared as bytes: a URI SAN should be ASCII, but slicing a `str` of a
+                // hostile certificate at a fixed offset could split a character.
                 GeneralName::URI(uri)
-                    if uri.len() >= 7 && uri[..7].eq_ignore_ascii_case("spiffe:") =>
+                    if uri
+                        .as_bytes()
+                        .get(..7)
+                        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"spiffe:")) =>
                 {
                     if spiffe_id.is_some() {
                         return Err(IdentityError::SeveralSpiffeIds);
@@ -390,6 +395,27 @@ mod tests {
                 ),
                 "{input}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// Any input: no panic; an accepted ID splits into its parts and parses again.
+        #[test]
+        fn spiffe_parse_is_total_and_consistent(input in "(spiffe://)?[a-zA-Z0-9./_:@%?#-]{0,40}") {
+            if let Ok(id) = SpiffeId::parse(&input) {
+                proptest::prop_assert_eq!(
+                    format!("spiffe://{}{}", id.trust_domain(), id.path()),
+                    input.clone()
+                );
+                proptest::prop_assert_eq!(SpiffeId::parse(id.as_str()), Ok(id.clone()));
+                proptest::prop_assert!(!id.trust_domain().is_empty());
+            }
+        }
+
+        /// Arbitrary bytes as a certificate: an error, never a panic.
+        #[test]
+        fn arbitrary_der_never_panics(der in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = ClientIdentity::from_der(&der);
         }
     }
 
