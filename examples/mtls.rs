@@ -191,42 +191,42 @@ pub(crate) fn tls(
     Ok(builder.build()?)
 }
 
-fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name).map(PathBuf::from)
+/// The configuration the environment asks for.
+pub(crate) struct Configured {
+    pub(crate) addr: SocketAddr,
+    pub(crate) tls: TlsServerConfig,
+    pub(crate) authenticator: MtlsAuthenticator,
+    /// The throwaway PKI's folder, deleted when dropped.
+    pub(crate) throwaway: Option<tempfile::TempDir>,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let addr: SocketAddr = std::env::var("PORTCULLIS_ADDR")
-        .unwrap_or_else(|_| "127.0.0.1:8443".into())
+/// Reads the contract's variables through `var` (the process environment in `main`).
+pub(crate) fn configure(var: impl Fn(&str) -> Option<String>) -> Result<Configured, BoxError> {
+    let addr: SocketAddr = var("PORTCULLIS_ADDR")
+        .unwrap_or_else(|| "127.0.0.1:8443".into())
         .parse()?;
+    let path = |name| var(name).map(PathBuf::from);
     let given = (
-        env_path("PORTCULLIS_TLS_CERT"),
-        env_path("PORTCULLIS_TLS_KEY"),
-        env_path("PORTCULLIS_TLS_CLIENT_CA"),
+        path("PORTCULLIS_TLS_CERT"),
+        path("PORTCULLIS_TLS_KEY"),
+        path("PORTCULLIS_TLS_CLIENT_CA"),
     );
-    // Kept until the end of `main`: the throwaway folder is deleted on exit.
-    let mut _throwaway = None;
-    let (tls, authenticator) = match given {
+    match given {
         (Some(cert), Some(key), Some(ca)) => {
-            let allow = std::env::var("PORTCULLIS_MTLS_ALLOW").ok();
+            let allow = var("PORTCULLIS_MTLS_ALLOW");
             eprintln!(
                 "mTLS: admitting {}",
                 allow
                     .as_deref()
                     .unwrap_or("every client certificate the client CA verifies")
             );
-            let crl = env_path("PORTCULLIS_TLS_CRL");
-            (
-                tls(&cert, &key, &ca, crl.as_deref())?,
-                authenticator(allow.as_deref())?,
-            )
+            let crl = path("PORTCULLIS_TLS_CRL");
+            Ok(Configured {
+                addr,
+                tls: tls(&cert, &key, &ca, crl.as_deref())?,
+                authenticator: authenticator(allow.as_deref())?,
+                throwaway: None,
+            })
         }
         (None, None, None) => {
             let dir = tempfile::Builder::new()
@@ -245,17 +245,35 @@ async fn main() -> Result<(), BoxError> {
                 files.client_cert.display(),
                 files.client_key.display()
             );
-            let tls = tls(&files.server_cert, &files.server_key, &files.ca, None)?;
-            _throwaway = Some(dir);
-            (tls, authenticator(Some(DEMO_TRUST_DOMAIN))?)
+            Ok(Configured {
+                addr,
+                tls: tls(&files.server_cert, &files.server_key, &files.ca, None)?,
+                authenticator: authenticator(Some(DEMO_TRUST_DOMAIN))?,
+                throwaway: Some(dir),
+            })
         }
-        _ => {
-            return Err(
-                "set all of PORTCULLIS_TLS_CERT, PORTCULLIS_TLS_KEY and PORTCULLIS_TLS_CLIENT_CA, or none"
-                    .into(),
-            );
-        }
-    };
+        _ => Err(
+            "set all of PORTCULLIS_TLS_CERT, PORTCULLIS_TLS_KEY and PORTCULLIS_TLS_CLIENT_CA, or none"
+                .into(),
+        ),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    // `_throwaway` lives until the end of `main`: the throwaway folder is deleted on exit.
+    let Configured {
+        addr,
+        tls,
+        authenticator,
+        throwaway: _throwaway,
+    } = configure(|name| std::env::var(name).ok())?;
     let _reloader = tls.spawn_reloader();
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!("portcullis mtls listening on https://{addr} (client certificate required)");

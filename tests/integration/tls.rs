@@ -337,6 +337,73 @@ async fn example_contract_with_its_throwaway_pki() {
     server.shutdown().await;
 }
 
+/// The example's environment contract: defaults, supplied certificates (any client certificate
+/// of that CA admitted), partial configuration refused.
+#[tokio::test]
+async fn example_environment_contract() {
+    let default = mtls_example::configure(|_| None).unwrap();
+    assert_eq!(default.addr, "127.0.0.1:8443".parse().unwrap());
+    assert!(default.throwaway.is_some());
+    assert_eq!(
+        default.tls.client_auth(),
+        portcullis::tls::ClientAuth::Required
+    );
+
+    // Certificates from an outside CA, with an identity the example has never heard of.
+    let ca = Ca::new("outside CA");
+    let dir = tempfile::tempdir().unwrap();
+    let server_id = ca.server();
+    let paths = [
+        (
+            "PORTCULLIS_TLS_CERT",
+            write(dir.path(), "s.pem", &server_id.cert),
+        ),
+        (
+            "PORTCULLIS_TLS_KEY",
+            write(dir.path(), "s-key.pem", &server_id.key),
+        ),
+        (
+            "PORTCULLIS_TLS_CLIENT_CA",
+            write(dir.path(), "ca.pem", &ca.pem),
+        ),
+    ];
+    let env = |name: &str| match name {
+        "PORTCULLIS_ADDR" => Some("127.0.0.1:0".to_owned()),
+        _ => paths
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.display().to_string()),
+    };
+    let configured = mtls_example::configure(env).unwrap();
+    assert!(configured.throwaway.is_none());
+    let server = Server::start(configured.tls, configured.authenticator).await;
+    let outsider = ca.issue(&Leaf {
+        dns: &["worker-7.batch.example"],
+        serial: 41,
+        ..Leaf::default()
+    });
+    let (status, body) = get_once(server.addr, client(&ca, Some(&outsider), &[]), "/whoami")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["spiffe_id"], Value::Null);
+    assert_eq!(
+        body["dns_names"],
+        serde_json::json!(["worker-7.batch.example"])
+    );
+    assert_eq!(body["subject"], "CN=worker-7.batch.example");
+    assert_eq!(body["principal"]["subject"], "worker-7.batch.example");
+    assert!(
+        get_once(server.addr, client(&ca, None, &[]), "/health")
+            .await
+            .is_err()
+    );
+    server.shutdown().await;
+
+    let partial = |name: &str| (name == "PORTCULLIS_TLS_CERT").then(|| "/tmp/x.pem".to_owned());
+    assert!(mtls_example::configure(partial).is_err());
+}
+
 #[tokio::test]
 async fn refused_client_certificates() {
     let ca = Ca::new("trusted CA");
