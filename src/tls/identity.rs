@@ -170,8 +170,21 @@ impl PeerCertificates {
 /// is an extractor (401 when the client sent no certificate; `Option<ClientIdentity>` for
 /// routes that also serve clients without one). Serializes as JSON with `spiffe_id`,
 /// `dns_names`, `subject`, `common_name`, `fingerprint_sha256` and `not_after` (Unix seconds).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// Cheap to clone (one `Arc`): it is parsed once per connection and shared by its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIdentity {
+    inner: Arc<IdentityInner>,
+}
+
+impl Serialize for ClientIdentity {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.inner.serialize(serializer)
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize)]
+struct IdentityInner {
     spiffe_id: Option<SpiffeId>,
     dns_names: Vec<String>,
     subject: String,
@@ -220,12 +233,14 @@ impl ClientIdentity {
             .map(str::to_owned);
         let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
         Ok(Self {
-            spiffe_id,
-            dns_names,
-            subject: cert.subject().to_string(),
-            common_name,
-            fingerprint_sha256: hex(&Sha256::digest(der)),
-            not_after,
+            inner: Arc::new(IdentityInner {
+                spiffe_id,
+                dns_names,
+                subject: cert.subject().to_string(),
+                common_name,
+                fingerprint_sha256: hex(&Sha256::digest(der)),
+                not_after,
+            }),
         })
     }
 
@@ -271,27 +286,27 @@ impl ClientIdentity {
 
     /// The SPIFFE ID of the URI SAN, if the certificate is an X509-SVID.
     pub fn spiffe_id(&self) -> Option<&SpiffeId> {
-        self.spiffe_id.as_ref()
+        self.inner.spiffe_id.as_ref()
     }
     /// The DNS names of the subject alternative name extension, in certificate order.
     pub fn dns_names(&self) -> &[String] {
-        &self.dns_names
+        &self.inner.dns_names
     }
     /// The subject distinguished name (`CN=billing, O=Example`).
     pub fn subject(&self) -> &str {
-        &self.subject
+        &self.inner.subject
     }
     /// The first common name (CN) of the subject.
     pub fn common_name(&self) -> Option<&str> {
-        self.common_name.as_deref()
+        self.inner.common_name.as_deref()
     }
     /// SHA-256 of the DER certificate, lowercase hex (for pinning and audit).
     pub fn fingerprint_sha256(&self) -> &str {
-        &self.fingerprint_sha256
+        &self.inner.fingerprint_sha256
     }
     /// End of the certificate's validity.
     pub fn not_after(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.not_after)
+        UNIX_EPOCH + Duration::from_secs(self.inner.not_after)
     }
 }
 
