@@ -187,6 +187,13 @@ pub(crate) fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
     {
         return Some(addr.ip());
     }
+    #[cfg(all(feature = "tonic", feature = "tls"))]
+    if let Some(addr) = extensions
+        .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+        .and_then(|info| info.get_ref().remote_addr())
+    {
+        return Some(addr.ip());
+    }
     extensions.get::<SocketAddr>().map(SocketAddr::ip)
 }
 

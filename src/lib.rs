@@ -39,6 +39,7 @@
 //! | `webhook` | no | [`audit::WebhookHook`]: security alerts POSTed to a webhook (HTTP with rustls) |
 //! | `validate` | yes | `validate::Valid` extractors (garde), bounded / pattern / slug types, `validate::SafeUrl` with resolver checks (the request hygiene layer needs no feature) |
 //! | `outbound` | no | [`client`]: OAuth 2.0 client-credentials token source (cached, refreshed ahead, single flight) and `BearerTokenLayer` for outgoing hyper / tonic clients, over HTTPS with rustls |
+//! | `tls` | no | [`tls`]: rustls server configuration (TLS 1.2+, client CA, CRLs, certificate hot reload), serving over TLS with the client identity in request extensions, the mTLS client configuration, and [`authn::mtls`] |
 //! | `full` | no | all of the above |
 //!
 //! Features only add capabilities; none weakens a default.
@@ -73,6 +74,8 @@ mod shared_redis;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod validate;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::ConfigError;
 pub use security::{Security, SecurityBuilder};

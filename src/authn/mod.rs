@@ -71,6 +71,8 @@ pub mod api_key;
 pub mod introspection;
 #[cfg(feature = "jwt")]
 pub mod jwt;
+#[cfg(feature = "tls")]
+pub mod mtls;
 #[cfg(feature = "oidc")]
 pub mod oidc;
 pub mod protected_resource;

@@ -19,6 +19,7 @@
 //! - [`http_hardening`]: secure headers on every response, CORS presets, CSRF protection.
 //! - [`browser`]: headless Chromium against the example: CORS and the CSP nonce, enforced by a
 //!   real browser.
+//! - [`tls`]: real TLS handshakes: mTLS identities, refused certificates, hot reload, CRLs, tonic.
 
 // Helpers outside `#[test]` functions are test code too: a failed setup step should panic.
 #![allow(
@@ -42,5 +43,6 @@ mod redaction;
 mod routing;
 mod runbooks;
 mod support;
+mod tls;
 mod tonic_grpc;
 mod validation;
