@@ -9,7 +9,8 @@
 //!   formats the policy per response;
 //! - `cors_actual_request`: [`CorsLayer`] on a request from an allowed origin;
 //! - `cors_preflight`: the same layer answering a preflight;
-//! - `csrf_fetch_metadata`: [`CsrfLayer`] passing a `Sec-Fetch-Site: same-origin` POST;
+//! - `csrf_fetch_metadata`: [`CsrfLayer`] passing a `Sec-Fetch-Site: same-origin` POST from a
+//!   browser that has no token cookie yet (so a token is minted: OS randomness, HMAC, cookie);
 //! - `csrf_double_submit`: the same layer checking a token (no Fetch Metadata): cookie parsing,
 //!   constant-time comparison and HMAC-SHA-256 verification.
 //!
