@@ -73,9 +73,9 @@ mod security;
 mod shared_redis;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod validate;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod validate;
 
 pub use error::ConfigError;
 pub use security::{Security, SecurityBuilder};

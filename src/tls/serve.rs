@@ -89,7 +89,9 @@ impl<S> fmt::Debug for Serve<S> {
 ///
 /// Every request carries in its extensions: the peer address as `SocketAddr` and (feature
 /// `axum`) `ConnectInfo<SocketAddr>`, so [`ClientIpResolver`](crate::client_ip::ClientIpResolver)
-/// and the audit events see the client; [`TlsConnectInfo`]; and, when the client presented a
+/// and the audit events see the client; [`TlsConnectInfo`];
+/// [`SecureTransport`](crate::headers::SecureTransport), so
+/// [`SecureHeadersLayer`](crate::headers::SecureHeadersLayer) sends HSTS; and, when the client presented a
 /// verified certificate, [`PeerCertificates`] and its [`ClientIdentity`] (left out when the
 /// certificate names no usable identity, for instance two SPIFFE IDs; the
 /// [`MtlsAuthenticator`](crate::authn::mtls::MtlsAuthenticator) refuses those with 401).
@@ -207,6 +209,8 @@ where
                     ext.insert(identity.clone());
                 }
                 ext.insert(info.clone());
+                // The request came over TLS: `SecureHeadersLayer` may send HSTS.
+                ext.insert(crate::headers::SecureTransport);
                 service.clone().oneshot(req)
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
