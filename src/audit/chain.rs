@@ -116,6 +116,15 @@ fn mac(key: Option<&ChainKey>, data: &[u8]) -> [u8; 32] {
     }
 }
 
+/// SHA-256 of `data`, hex (for `config.loaded` digests).
+#[cfg_attr(
+    not(feature = "config"),
+    expect(dead_code, reason = "used by PolicyFile")
+)]
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
 fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

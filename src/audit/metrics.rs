@@ -89,7 +89,10 @@ mod imp {
         histogram!(AUTHN_DURATION, "method" => method, "result" => result).record(seconds);
     }
 
-    #[cfg_attr(not(feature = "oidc"), expect(dead_code, reason = "used by RemoteJwks"))]
+    #[cfg_attr(
+        not(feature = "oidc"),
+        expect(dead_code, reason = "used by RemoteJwks")
+    )]
     pub(crate) fn jwks_refresh(result: &'static str) {
         counter!(JWKS_REFRESH, "result" => result).increment(1);
     }
