@@ -329,3 +329,63 @@ pub(crate) fn record_in(extensions: &http::Extensions, event: AuditEvent) {
         None => global().record(event),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn collecting(success: Sampling, authn: Sampling) -> (Auditor, Arc<Mutex<Vec<EventType>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let seen = seen.clone();
+            move |e: &AuditEvent| seen.lock().unwrap().push(e.event)
+        };
+        let auditor = Auditor::builder()
+            .sink(sink)
+            .success_sampling(success)
+            .authn_success_sampling(authn)
+            .build()
+            .unwrap();
+        (auditor, seen)
+    }
+
+    #[test]
+    fn successes_are_sampled_refusals_never() {
+        let (auditor, seen) = collecting(
+            Sampling::OneIn(NonZeroU32::new(10).unwrap()),
+            Sampling::Never,
+        );
+        for _ in 0..100 {
+            auditor.record(AuditEvent::new(EventType::AuthzAllow));
+            auditor.record(AuditEvent::new(EventType::AuthnSuccess));
+            auditor.record(AuditEvent::new(EventType::AuthzDeny));
+        }
+        let seen = seen.lock().unwrap();
+        let count = |t| seen.iter().filter(|e| **e == t).count();
+        assert_eq!(count(EventType::AuthzAllow), 10);
+        assert_eq!(count(EventType::AuthnSuccess), 0);
+        assert_eq!(count(EventType::AuthzDeny), 100);
+        assert!(!auditor.wants_authn_success());
+    }
+
+    #[test]
+    fn every_sink_gets_every_kept_event() {
+        let (first, seen_first) = collecting(Sampling::All, Sampling::All);
+        let seen_second = Arc::new(Mutex::new(0));
+        let auditor = Auditor::builder()
+            .sink(move |e: &AuditEvent| first.record(e.clone()))
+            .sink({
+                let seen = seen_second.clone();
+                move |_: &AuditEvent| *seen.lock().unwrap() += 1
+            })
+            .build()
+            .unwrap();
+        auditor.record(AuditEvent::new(EventType::AuthnSuccess));
+        auditor.record(AuditEvent::new(EventType::TokenRevoked));
+        // The default for `authn.success` is never.
+        assert_eq!(*seen_first.lock().unwrap(), [EventType::TokenRevoked]);
+        assert_eq!(*seen_second.lock().unwrap(), 1);
+        assert!(Auditor::builder().build().is_err());
+    }
+}

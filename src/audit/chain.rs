@@ -116,6 +116,15 @@ fn mac(key: Option<&ChainKey>, data: &[u8]) -> [u8; 32] {
     }
 }
 
+/// SHA-256 of `data`, hex (for `config.loaded` digests).
+#[cfg_attr(
+    not(feature = "config"),
+    expect(dead_code, reason = "used by PolicyFile")
+)]
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
 fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -149,6 +158,8 @@ pub(crate) struct Chain {
     seq: u64,
     prev: [u8; 32],
     key: Option<ChainKey>,
+    /// The file existed and did not end with a seal: its writer stopped without `shutdown`.
+    unclean: bool,
 }
 
 impl Chain {
@@ -160,6 +171,7 @@ impl Chain {
             seq: 0,
             prev: ZERO,
             key,
+            unclean: false,
         };
         let mut file = match File::open(path) {
             Ok(file) => file,
@@ -193,6 +205,7 @@ impl Chain {
         Ok(Self {
             seq: parsed.seq,
             prev: parsed.hash,
+            unclean: !parsed.sealed,
             ..fresh
         })
     }
@@ -216,6 +229,11 @@ impl Chain {
         buf.extend_from_slice(hex(&hash).as_bytes());
         buf.extend_from_slice(b"\"}\n");
         self.prev = hash;
+    }
+
+    /// Whether the previous writer of the file stopped without sealing it.
+    pub(crate) fn resumed_unclean(&self) -> bool {
+        self.unclean
     }
 
     /// Lines written so far (including those before a resume).
@@ -524,6 +542,7 @@ mod tests {
             seq: 0,
             prev: ZERO,
             key,
+            unclean: false,
         };
         let mut out = Vec::new();
         for i in 0..lines {

@@ -355,6 +355,15 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
+        if self.chain.as_ref().is_some_and(Chain::resumed_unclean) {
+            // Whatever the previous writer still had queued when it stopped is gone; say so in
+            // the log itself.
+            let event = AuditEvent::new(EventType::AuditLoss)
+                .with_reason_code("unclean_restart")
+                .with_reason("the previous writer of this file stopped without sealing it; events it still had queued are lost");
+            self.line(&event);
+            let _ = self.write_out();
+        }
         let mut idle = 0u32;
         loop {
             let msg = match self.rx.try_recv() {

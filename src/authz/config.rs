@@ -198,8 +198,21 @@ impl Validator<'_> {
 }
 
 impl PolicyFile {
-    /// Parses and validates `text`.
+    /// Parses and validates `text`. A successful load is audited (`config.loaded`, with the
+    /// SHA-256 of the text as `details.sha256`, so an incident review can tell which version was
+    /// in force).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let file = Self::parse_toml(text)?;
+        crate::audit::global().record(
+            crate::audit::AuditEvent::new(crate::audit::EventType::ConfigLoaded)
+                .with_reason_code("policy_file")
+                .with_detail("component", "policy_file")
+                .with_detail("sha256", crate::audit::chain::sha256_hex(text.as_bytes())),
+        );
+        Ok(file)
+    }
+
+    fn parse_toml(text: &str) -> Result<Self, ConfigError> {
         let raw: RawFile =
             toml::from_str(text).map_err(|e| ConfigError::new(format!("policy file: {e}")))?;
         for (role, def) in &raw.roles {

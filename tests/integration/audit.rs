@@ -281,3 +281,33 @@ fn every_request_is_audited_exactly_once() {
 
     assert_no_token(&text, &[&reader, &admin]);
 }
+
+/// Loading a policy file is audited with the digest of its text; a refused file is not.
+#[test]
+fn policy_file_loads_are_audited_with_their_digest() {
+    use sha2::Digest;
+    const TEXT: &str = r#"
+[roles.reader]
+[[routes]]
+method = "GET"
+path = "/documents/{id}"
+policy = "role:reader"
+"#;
+    let ((), text) = captured(async {
+        portcullis::authz::config::PolicyFile::from_toml(TEXT).expect("valid file");
+        assert!(
+            portcullis::authz::config::PolicyFile::from_toml("[roles.x]\ninherits = 1").is_err()
+        );
+    });
+    let loaded: Vec<Value> = all_audit_events(&text)
+        .into_iter()
+        .filter(|e| e["event"] == "config.loaded")
+        .collect();
+    assert_eq!(loaded.len(), 1, "{text}");
+    let digest: String = sha2::Sha256::digest(TEXT.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(details(&loaded[0])["sha256"], digest.as_str());
+    assert_eq!(loaded[0]["reason_code"], "policy_file");
+}

@@ -333,6 +333,20 @@ fn a_restart_continues_the_chain_of_the_existing_file() {
     assert_eq!((report.lines, report.last_seq), (7, 7));
     assert_eq!(Some(report.last_hash), second.last_hash);
 
+    // A writer that stopped without sealing (crash): the next one says so in the log.
+    let mut without_seal = lines(&path);
+    without_seal.pop();
+    write_lines(&path, &without_seal);
+    write_events(&path, None, 1);
+    let after = lines(&path);
+    let first_new: Value = serde_json::from_str(&after[6]).unwrap();
+    assert_eq!(first_new["event"], "audit.loss");
+    assert_eq!(first_new["reason_code"], "unclean_restart");
+    assert_eq!(
+        verify_file(&path, &VerifyOptions::default()).unwrap().lines,
+        9
+    );
+
     // A file that ends inside a line is not appended to.
     let mut file = std::fs::OpenOptions::new()
         .append(true)
