@@ -202,9 +202,18 @@ async fn revoke_token(
     State(state): State<AppState>,
     Json(request): Json<RevokeToken>,
 ) -> Result<axum::response::Response, Rejection> {
-    let exp = request
-        .exp
-        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
+    let exp = match request.exp {
+        // An expiry the clock cannot represent is a validation failure, never a panic.
+        Some(secs) => Some(
+            UNIX_EPOCH
+                .checked_add(Duration::from_secs(secs))
+                .ok_or_else(|| {
+                    Rejection::new(RejectionKind::ValidationFailed, "exp out of range")
+                        .with_field_errors([FieldError::new("exp", "range")])
+                })?,
+        ),
+        None => None,
+    };
     let revoked = match (&request.jti, &request.subject) {
         (Some(jti), None) => state.revocation.revoke_jti(jti, exp).await,
         (None, Some(subject)) if exp.is_none() => {

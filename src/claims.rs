@@ -53,13 +53,21 @@ pub(crate) fn string_list(value: Option<&Value>) -> Vec<String> {
 
 /// A JWT NumericDate (RFC 7519): non-negative, possibly fractional seconds, as whole seconds.
 pub(crate) fn numeric_date(value: &Value) -> Option<u64> {
-    value.as_u64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
-            .map(|f| f as u64)
-    })
+    value
+        .as_u64()
+        .or_else(|| {
+            value
+                .as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+                .map(|f| f as u64)
+        })
+        // Beyond year 9999 is no date a token can mean; refusing it here keeps every
+        // `UNIX_EPOCH + secs` downstream from overflowing (a panic on hostile input).
+        .filter(|secs| *secs <= MAX_NUMERIC_DATE)
 }
+
+/// 9999-12-31T23:59:59Z.
+pub(crate) const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
 
 #[cfg(test)]
 mod tests {

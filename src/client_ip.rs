@@ -3,8 +3,10 @@
 //! By default the client is the socket peer. Forwarded headers (`X-Forwarded-For` or RFC 7239
 //! `Forwarded`, one of them, chosen explicitly) are read only when the peer is a configured
 //! trusted proxy, and then walked from right to left: each hop appended by a trusted proxy is
-//! believed, and the first untrusted address wins. A malformed header is ignored as a whole,
-//! never partly trusted; the answer then stays at the last trusted proxy.
+//! believed, and the first untrusted address wins. Each entry is parsed on its own: a malformed,
+//! obfuscated or `unknown` entry that the walk reaches ends it at the last trusted proxy, while
+//! entries left of the first untrusted hop (which the client wrote) are never looked at, so a
+//! client cannot turn its address into the proxy's by sending garbage.
 //!
 //! ```
 //! use std::net::IpAddr;
@@ -259,54 +261,66 @@ enum Hop {
     Opaque,
 }
 
-/// Every hop of every `X-Forwarded-For` line, in order; `None` if any entry is malformed.
+/// The comma-separated entries of every line of `name`, in order. Lines are split as bytes, so
+/// a line with non-UTF-8 bytes keeps its other entries; the bad entry itself is `None`.
+fn entries(
+    headers: &HeaderMap,
+    name: impl http::header::AsHeaderName,
+) -> impl Iterator<Item = Option<&str>> {
+    headers.get_all(name).into_iter().flat_map(|value| {
+        value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .map(|entry| std::str::from_utf8(entry).ok().map(str::trim))
+    })
+}
+
+/// Every hop of every `X-Forwarded-For` line, in order; a malformed entry is an opaque hop.
 fn parse_x_forwarded_for(headers: &HeaderMap) -> Option<Vec<Hop>> {
-    let mut hops = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
-        let text = value.to_str().ok()?;
-        for entry in text.split(',') {
-            hops.push(Hop::Ip(parse_node(entry.trim())?));
-        }
-    }
+    let hops: Vec<Hop> = entries(headers, "x-forwarded-for")
+        .map(|entry| entry.and_then(parse_node).map_or(Hop::Opaque, Hop::Ip))
+        .collect();
     (!hops.is_empty()).then_some(hops)
 }
 
-/// The `for=` of every element of every `Forwarded` line, in order; `None` if malformed.
+/// The `for=` of every element of every `Forwarded` line, in order; an element that is
+/// malformed or names no `for=` is an opaque hop.
 fn parse_forwarded(headers: &HeaderMap) -> Option<Vec<Hop>> {
-    let mut hops = Vec::new();
-    for value in headers.get_all(http::header::FORWARDED) {
-        let text = value.to_str().ok()?;
-        for element in text.split(',') {
-            let mut found = None;
-            for pair in element.split(';') {
-                let pair = pair.trim();
-                if pair.is_empty() {
-                    continue;
-                }
-                let (name, value) = pair.split_once('=')?;
-                if name.trim().eq_ignore_ascii_case("for") {
-                    if found.is_some() {
-                        return None;
-                    }
-                    let value = value.trim();
-                    let value = match value.strip_prefix('"') {
-                        Some(quoted) => quoted.strip_suffix('"')?,
-                        None => value,
-                    };
-                    found = Some(
-                        if value.eq_ignore_ascii_case("unknown") || value.starts_with('_') {
-                            Hop::Opaque
-                        } else {
-                            Hop::Ip(parse_node(value)?)
-                        },
-                    );
-                }
+    let hops: Vec<Hop> = entries(headers, http::header::FORWARDED)
+        .map(|element| element.and_then(forwarded_for).unwrap_or(Hop::Opaque))
+        .collect();
+    (!hops.is_empty()).then_some(hops)
+}
+
+/// The `for=` node of one `Forwarded` element; `None` if the element is malformed, has no
+/// `for=`, or has it twice.
+fn forwarded_for(element: &str) -> Option<Hop> {
+    let mut found = None;
+    for pair in element.split(';') {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = pair.split_once('=')?;
+        if name.trim().eq_ignore_ascii_case("for") {
+            if found.is_some() {
+                return None;
             }
-            // An element without `for=` says nothing about the client; the chain is unusable.
-            hops.push(found?);
+            let value = value.trim();
+            let value = match value.strip_prefix('"') {
+                Some(quoted) => quoted.strip_suffix('"')?,
+                None => value,
+            };
+            found = Some(
+                if value.eq_ignore_ascii_case("unknown") || value.starts_with('_') {
+                    Hop::Opaque
+                } else {
+                    Hop::Ip(parse_node(value)?)
+                },
+            );
         }
     }
-    (!hops.is_empty()).then_some(hops)
+    found
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443`.
@@ -415,8 +429,13 @@ mod tests {
             ("10.0.0.1", &["10.0.0.3, 10.0.0.2"], "10.0.0.3"),
             ("10.0.0.1", &["203.0.113.5:8080"], "203.0.113.5"),
             ("10.0.0.1", &["[2001:db8::1]:443"], "2001:db8::1"),
+            // A malformed entry the walk reaches ends it at the last trusted proxy ...
             ("10.0.0.1", &["1.1.1.1, garbage"], "10.0.0.1"),
-            ("10.0.0.1", &["1.1.1.1,,2.2.2.2"], "10.0.0.1"),
+            ("10.0.0.1", &["1.1.1.1, garbage, 10.0.0.4"], "10.0.0.4"),
+            // ... but garbage the client wrote left of its real address changes nothing.
+            ("10.0.0.1", &["1.1.1.1,,2.2.2.2"], "2.2.2.2"),
+            ("10.0.0.1", &["x, 203.0.113.7"], "203.0.113.7"),
+            ("10.0.0.1", &["x", "203.0.113.7"], "203.0.113.7"),
             ("10.0.0.1", &["::ffff:203.0.113.5"], "203.0.113.5"),
             ("198.51.100.7", &["203.0.113.5"], "198.51.100.7"),
             ("::ffff:10.0.0.1", &["203.0.113.5"], "203.0.113.5"),
@@ -448,6 +467,9 @@ mod tests {
             (&["for=_hidden, for=10.0.0.5"], "10.0.0.5"),
             (&["for=203.0.113.5;for=1.1.1.1"], "10.0.0.1"),
             (&["proto=https"], "10.0.0.1"),
+            // Client-written garbage left of the proxy-appended element is never reached.
+            (&["proto=https, for=203.0.113.7"], "203.0.113.7"),
+            (&["for=\"[bad, for=203.0.113.7;proto=https"], "203.0.113.7"),
             (&["for=\"[2001:db8::1\""], "10.0.0.1"),
             (&["for=not-an-ip"], "10.0.0.1"),
         ];

@@ -107,7 +107,15 @@ impl Signal {
     /// The signals an event carries.
     pub(crate) fn of(event: &AuditEvent) -> impl Iterator<Item = Signal> {
         let mut out = [None, None];
-        match (event.event, event.status) {
+        // A gRPC refusal travels as HTTP 200 with a `grpc-status`; count it as the HTTP status
+        // it stands for, or gRPC traffic (or an HTTP client claiming gRPC) would never alert.
+        let status = match event.grpc_status {
+            Some(16) => Some(401),
+            Some(7) => Some(403),
+            Some(8) => Some(429),
+            _ => event.status,
+        };
+        match (event.event, status) {
             (EventType::LockoutLocked, _) => out[0] = Some(Signal::Lockout),
             (EventType::RateLimited, _) | (_, Some(429)) => out[0] = Some(Signal::RateLimited),
             (_, Some(401)) => {
@@ -498,6 +506,17 @@ mod tests {
         let mut ok = AuditEvent::new(EventType::AuthzAllow);
         ok.status = Some(200);
         assert_eq!(Signal::of(&ok).count(), 0);
+        // gRPC refusals are HTTP 200 with a grpc-status; they count as what they stand for.
+        for (code, signal) in [
+            (16, Signal::Unauthorized),
+            (7, Signal::Forbidden),
+            (8, Signal::RateLimited),
+        ] {
+            let mut grpc = AuditEvent::new(EventType::AuthnFailure);
+            grpc.status = Some(200);
+            grpc.grpc_status = Some(code);
+            assert_eq!(Signal::of(&grpc).collect::<Vec<_>>(), [signal], "{code}");
+        }
     }
 
     #[test]

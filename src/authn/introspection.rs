@@ -344,11 +344,11 @@ impl IntrospectionAuthenticator {
             }
         }
         let issuer = answer.get("iss").and_then(Value::as_str);
+        // Configured issuers are a requirement: an answer that names none is refused too.
         if !inner.issuers.is_empty()
-            && let Some(iss) = issuer
-            && !inner.issuers.iter().any(|i| i == iss)
+            && !issuer.is_some_and(|iss| inner.issuers.iter().any(|i| i == iss))
         {
-            return Err("issuer not accepted".into());
+            return Err("issuer missing or not accepted".into());
         }
         if let Some(audiences) = &inner.audiences {
             let accepted = |a: &str| audiences.iter().any(|x| x == a);
@@ -472,8 +472,9 @@ impl IntrospectionAuthenticatorBuilder {
         self.client = Some((client_id.into(), client_secret));
         self
     }
-    /// Refuses answers whose `iss` is not `issuer` (repeat for several). Answers without `iss`
-    /// are accepted: the endpoint itself vouches for them.
+    /// Refuses answers whose `iss` is not `issuer` (repeat for several); once an issuer is
+    /// configured, an answer without `iss` is refused as well. Default: no issuer check (the
+    /// endpoint itself vouches for its answers).
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuers.push(issuer.into());
         self
@@ -752,7 +753,7 @@ mod tests {
         for (token, detail) in [
             ("tok-unknown", "token inactive"),
             ("tok-other-aud", "audience not accepted"),
-            ("tok-other-iss", "issuer not accepted"),
+            ("tok-other-iss", "issuer missing or not accepted"),
             ("tok-nbf", "not yet valid"),
             ("tok-refresh", "token_type"),
             ("tok-dpop", "sender-constrained"),

@@ -146,9 +146,11 @@ impl MtlsAuthenticatorBuilder {
 
     /// Admits every certificate the TLS layer verified, whatever identity it names: the client
     /// CA bundle alone decides who may connect. Use it only with a CA dedicated to this
-    /// service's clients. The subject is the SPIFFE ID, else the first DNS name, else the
-    /// subject common name, else `sha256:<fingerprint>`; certificates with a malformed
-    /// identity are still refused with 401. Role mappings for listed identities still apply.
+    /// service's clients. The subject is the SPIFFE ID, else the first DNS name, else
+    /// `cn:<subject common name>` (a CN is not a verified name: it never equals a DNS or SPIFFE
+    /// subject and earns no DNS roles), else `sha256:<fingerprint>`; certificates with a
+    /// malformed identity are still refused with 401. Role mappings for listed identities still
+    /// apply.
     pub fn allow_any_verified_certificate(mut self) -> Self {
         self.any_verified = true;
         self
@@ -347,11 +349,13 @@ impl MtlsAuthenticator {
                 .find(|n| self.dns_names.contains(n));
             let matched = matched.or_else(|| {
                 self.any_verified.then(|| {
+                    // A subject CN is not a verified DNS identity: it is named apart (so it can
+                    // never equal a DNS- or SPIFFE-authenticated subject) and earns no DNS roles.
                     identity
                         .dns_names()
                         .first()
                         .map(|n| n.to_ascii_lowercase())
-                        .or_else(|| identity.common_name().map(str::to_owned))
+                        .or_else(|| identity.common_name().map(|cn| format!("cn:{cn}")))
                         .unwrap_or_else(|| format!("sha256:{}", identity.fingerprint_sha256()))
                 })
             });
@@ -627,7 +631,18 @@ mod tests {
             ("spiffe://prod.example/a", &["prod".to_owned()][..])
         );
         assert_eq!(subject(cert(&[], &["B.internal"])).subject(), "b.internal");
-        assert_eq!(subject(cert(&[], &[])).subject(), "svc");
+        // A CN is named apart and earns no DNS roles, even when it spells a mapped DNS name.
+        assert_eq!(subject(cert(&[], &[])).subject(), "cn:svc");
+        let by_dns = MtlsAuthenticator::builder()
+            .allow_any_verified_certificate()
+            .roles_for_dns_name("svc", ["admin"])
+            .build()
+            .unwrap();
+        let cn_only = by_dns
+            .authenticate_parts(&parts_with(Some(cert(&[], &[])), false))
+            .unwrap()
+            .unwrap();
+        assert_eq!((cn_only.subject(), cn_only.roles()), ("cn:svc", &[][..]));
         let malformed = cert(&["spiffe://a.example/x", "spiffe://b.example/y"], &[]);
         assert_eq!(
             a.authenticate_parts(&parts_with(Some(malformed), false))

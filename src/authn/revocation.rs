@@ -26,7 +26,8 @@
 //! Time comes from the injected [`Clock`](crate::clock::Clock). Identifiers are at most 1 KiB;
 //! the Redis store keys them by SHA-256 digest (fixed-size keys, raw values not stored), the
 //! memory store by the identifier in a per-process keyed hash map (no digest per request). No
-//! token material, `jti` or subject is ever logged or put into an error.
+//! token material is ever logged or put into an error; the `token.revoked` audit event names
+//! the revoked `jti` or subject (identifiers, not credentials) so an incident can be traced.
 //!
 //! ```
 //! use std::sync::Arc;

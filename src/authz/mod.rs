@@ -537,6 +537,14 @@ pub fn has_scope(scope: impl Into<String>) -> SharedPolicy {
 struct AllOf(Vec<SharedPolicy>);
 impl Policy for AllOf {
     fn evaluate(&self, ctx: &PolicyContext<'_>) -> Decision {
+        // An empty list (a configuration that lost its rules) must not open the route.
+        if self.0.is_empty() {
+            return Decision::deny(
+                DenyCode::NoRulePermits,
+                Arc::from("all_of()"),
+                "empty all_of",
+            );
+        }
         for policy in &self.0 {
             let decision = policy.evaluate(ctx);
             if !decision.is_allow() {
@@ -553,7 +561,8 @@ impl Policy for AllOf {
     }
 }
 
-/// Allows when every policy allows (the empty list allows). The first denial decides.
+/// Allows when every policy allows. The first denial decides; the empty list denies (a list of
+/// requirements that came out empty, say from configuration, must not make a route public).
 pub fn all_of(policies: impl IntoIterator<Item = SharedPolicy>) -> SharedPolicy {
     SharedPolicy::new(AllOf(policies.into_iter().collect()))
 }
@@ -605,6 +614,12 @@ impl Policy for Not {
                 self.id.clone(),
                 "negated rule matched",
             ),
+            // "Who are you?" is not an answer to negate: an anonymous caller stays refused.
+            Decision::Deny(d)
+                if d.code == DenyCode::NotAuthenticated && ctx.principal.is_none() =>
+            {
+                Decision::Deny(d)
+            }
             Decision::Deny(_) => Decision::Allow,
         }
     }
@@ -616,7 +631,8 @@ impl Policy for Not {
     }
 }
 
-/// Allows exactly when `policy` denies.
+/// Allows exactly when `policy` denies, except that a denial because the caller is anonymous
+/// stays a denial (`not(has_role("suspended"))` does not admit anonymous callers).
 pub fn not(policy: SharedPolicy) -> SharedPolicy {
     let id = Arc::from(format!("not({})", policy.id()));
     SharedPolicy::new(Not { inner: policy, id })
@@ -760,7 +776,12 @@ mod tests {
         assert!(public().evaluate(&ctx).is_allow());
         assert!(!deny_all().evaluate(&ctx).is_allow());
         assert!(!any_of([]).evaluate(&ctx).is_allow());
-        assert!(all_of([]).evaluate(&ctx).is_allow());
+        assert!(!all_of([]).evaluate(&ctx).is_allow());
+        // Negating a rule that needs a caller does not admit anonymous callers.
+        match not(has_role("suspended")).evaluate(&ctx) {
+            Decision::Deny(d) => assert_eq!(d.code, DenyCode::NotAuthenticated),
+            Decision::Allow => panic!("not() admitted an anonymous caller"),
+        }
     }
 
     fn leaf(i: u8) -> SharedPolicy {
@@ -787,10 +808,18 @@ mod tests {
                 .with_rbac(&rbac);
             let policies: Vec<SharedPolicy> = leaves.iter().map(|i| leaf(*i)).collect();
             let each: Vec<bool> = policies.iter().map(|q| q.evaluate(&ctx).is_allow()).collect();
-            prop_assert_eq!(all_of(policies.clone()).evaluate(&ctx).is_allow(), each.iter().all(|b| *b));
+            let needs_caller: Vec<bool> = policies
+                .iter()
+                .map(|q| matches!(q.evaluate(&ctx), Decision::Deny(d) if d.code == DenyCode::NotAuthenticated))
+                .collect();
+            prop_assert_eq!(
+                all_of(policies.clone()).evaluate(&ctx).is_allow(),
+                !each.is_empty() && each.iter().all(|b| *b)
+            );
             prop_assert_eq!(any_of(policies.clone()).evaluate(&ctx).is_allow(), each.iter().any(|b| *b));
-            for (q, allowed) in policies.iter().zip(&each) {
-                prop_assert_eq!(not(q.clone()).evaluate(&ctx).is_allow(), !allowed);
+            for ((q, allowed), needs_caller) in policies.iter().zip(&each).zip(&needs_caller) {
+                let expected = !(*allowed || (anonymous && *needs_caller));
+                prop_assert_eq!(not(q.clone()).evaluate(&ctx).is_allow(), expected);
             }
         }
     }

@@ -246,16 +246,15 @@ async fn handshake(
                     )
                 });
             if certificate {
-                tracing::warn!(
-                    target: crate::audit::TARGET,
-                    event = "tls.client_certificate_rejected",
-                    client_ip = %remote_addr.ip(),
-                    reason = %e,
-                    "TLS client certificate rejected"
+                crate::audit::global().record(
+                    crate::audit::AuditEvent::new(crate::audit::EventType::AuthnFailure)
+                        .with_reason_code("tls.client_certificate_rejected")
+                        .with_reason(e.to_string())
+                        .with_client_ip(remote_addr.ip()),
                 );
             } else {
                 tracing::debug!(
-                    target: crate::audit::TARGET,
+                    target: "portcullis::tls",
                     event = "tls.handshake_failed",
                     client_ip = %remote_addr.ip(),
                     reason = %e,
@@ -266,7 +265,7 @@ async fn handshake(
         }
         Err(_) => {
             tracing::debug!(
-                target: crate::audit::TARGET,
+                target: "portcullis::tls",
                 event = "tls.handshake_failed",
                 client_ip = %remote_addr.ip(),
                 reason = "handshake timeout",

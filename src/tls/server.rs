@@ -658,12 +658,10 @@ impl TlsServerConfig {
             s.certificate_sha256 = fingerprint.clone();
             s.last_error = None;
         });
-        tracing::info!(
-            target: crate::audit::TARGET,
-            event = "tls.reloaded",
-            what = "certificate",
-            certificate_sha256 = %fingerprint,
-            "TLS server certificate reloaded"
+        crate::audit::global().record(
+            crate::audit::AuditEvent::new(crate::audit::EventType::KeyRotated)
+                .with_reason_code("tls.certificate_reloaded")
+                .with_detail("certificate_sha256", fingerprint.to_string()),
         );
         Ok(ReloadOutcome::Reloaded)
     }
@@ -705,11 +703,9 @@ impl TlsServerConfig {
                     s.generation += 1;
                     s.last_error = None;
                 });
-                tracing::info!(
-                    target: crate::audit::TARGET,
-                    event = "tls.reloaded",
-                    what = "crl",
-                    "TLS client certificate revocation lists reloaded"
+                crate::audit::global().record(
+                    crate::audit::AuditEvent::new(crate::audit::EventType::ConfigLoaded)
+                        .with_reason_code("tls.crl_reloaded"),
                 );
             }
             Ok(ReloadOutcome::Unchanged) => {}
@@ -743,12 +739,15 @@ impl TlsServerConfig {
 }
 
 fn reload_failed(what: &'static str, error: &ConfigError) {
-    tracing::error!(
-        target: crate::audit::TARGET,
-        event = "tls.reload_failed",
-        what,
-        reason = error.message(),
-        "TLS reload failed; the previous material stays in use"
+    crate::audit::global().record(
+        crate::audit::AuditEvent::new(crate::audit::EventType::ConfigLoaded)
+            .with_severity(crate::audit::Severity::Warn)
+            .with_reason_code("tls.reload_failed")
+            .with_reason(format!(
+                "{}; the previous material stays in use",
+                error.message()
+            ))
+            .with_detail("what", what),
     );
 }
 

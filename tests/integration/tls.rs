@@ -1175,16 +1175,18 @@ fn audit_events_and_no_key_material_in_output() {
     // tests run in parallel without a subscriber.
     let events = crate::audit::all_audit_events(&text);
     assert!(
-        events
-            .iter()
-            .any(|e| e["event"] == "tls.client_certificate_rejected"
-                && e["client_ip"] == "127.0.0.1"),
+        events.iter().any(|e| e["event"] == "authn.failure"
+            && e["reason_code"] == "tls.client_certificate_rejected"
+            && e["client_ip"] == "127.0.0.1"),
         "{text}"
     );
     assert!(
         events
             .iter()
-            .any(|e| e["event"] == "tls.reload_failed" && e["what"] == "certificate"),
+            .any(|e| e["reason_code"] == "tls.reload_failed"
+                && e["details"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(r#""what":"certificate""#))),
         "{text}"
     );
     for output in [&text, &debug, &error] {
