@@ -375,10 +375,11 @@ pub trait Policy: Send + Sync + 'static {
     fn evaluate(&self, ctx: &PolicyContext<'_>) -> Decision;
     /// A human-readable description, used in route reports and as the policy id.
     fn describe(&self) -> String;
-    /// Whether the guard must collect path parameters for this policy (off by default, since
-    /// collecting them costs an allocation per request).
+    /// Whether the guard must collect path parameters for this policy. On by default, so a
+    /// policy that reads [`PolicyContext::params`] always sees them; a policy that never does
+    /// may return `false` to save the per-request allocation (the built-ins do).
     fn uses_path_params(&self) -> bool {
-        false
+        true
     }
 }
 
@@ -430,6 +431,9 @@ impl Policy for Public {
     fn describe(&self) -> String {
         "public".into()
     }
+    fn uses_path_params(&self) -> bool {
+        false
+    }
 }
 
 /// Allows everyone, anonymous callers included. Being explicit is the point: a route without a
@@ -445,6 +449,9 @@ impl Policy for DenyAll {
     }
     fn describe(&self) -> String {
         "deny_all".into()
+    }
+    fn uses_path_params(&self) -> bool {
+        false
     }
 }
 
@@ -477,6 +484,10 @@ where
     }
     fn describe(&self) -> String {
         self.description.clone()
+    }
+    // The built-in principal predicates read roles, scopes and permissions only.
+    fn uses_path_params(&self) -> bool {
+        false
     }
 }
 
