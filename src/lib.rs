@@ -63,6 +63,7 @@ pub mod clock;
 pub mod context;
 mod error;
 pub mod headers;
+mod hex;
 pub mod principal;
 pub mod ratelimit;
 pub mod rejection;

@@ -200,14 +200,10 @@ impl RedisConn {
 
     /// `<prefix><kind><hex of digest>`.
     pub(crate) fn key(&self, kind: &str, digest: &[u8; 32]) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut key = String::with_capacity(self.prefix.len() + kind.len() + 64);
         key.push_str(&self.prefix);
         key.push_str(kind);
-        for byte in digest {
-            key.push(char::from(HEX[usize::from(byte >> 4)]));
-            key.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
+        crate::hex::push(&mut key, digest);
         key
     }
 }

@@ -90,7 +90,7 @@ impl ChainKey {
             Some(id) => id.to_owned(),
             None => {
                 let digest = Sha256::digest(&bytes);
-                format!("sha256-{}", &hex(&digest)[..16])
+                format!("sha256-{}", &crate::hex::encode(&digest)[..16])
             }
         };
         Self::new(id, SecretSlice::from(bytes))
@@ -122,34 +122,7 @@ fn mac(key: Option<&ChainKey>, data: &[u8]) -> [u8; 32] {
     expect(dead_code, reason = "used by PolicyFile")
 )]
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    out
-}
-
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let digit = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        out[i] = (digit(pair[0])? << 4) | digit(pair[1])?;
-    }
-    Some(out)
+    crate::hex::encode(&Sha256::digest(data))
 }
 
 /// The writer's side of the chain.
@@ -217,7 +190,7 @@ impl Chain {
         buf.extend_from_slice(b",\"seq\":");
         buf.extend_from_slice(self.seq.to_string().as_bytes());
         buf.extend_from_slice(b",\"prev\":\"");
-        buf.extend_from_slice(hex(&self.prev).as_bytes());
+        buf.extend_from_slice(crate::hex::encode(&self.prev).as_bytes());
         buf.push(b'"');
         if let Some(key) = &self.key {
             buf.extend_from_slice(b",\"chain_key\":\"");
@@ -226,7 +199,7 @@ impl Chain {
         }
         let hash = mac(self.key.as_ref(), &buf[start..]);
         buf.extend_from_slice(HASH_MARK);
-        buf.extend_from_slice(hex(&hash).as_bytes());
+        buf.extend_from_slice(crate::hex::encode(&hash).as_bytes());
         buf.extend_from_slice(b"\"}\n");
         self.prev = hash;
     }
@@ -243,7 +216,7 @@ impl Chain {
 
     /// The last line's hash, hex.
     pub(crate) fn last_hash(&self) -> String {
-        hex(&self.prev)
+        crate::hex::encode(&self.prev)
     }
 }
 
@@ -266,11 +239,17 @@ fn parse_line(line: &str) -> Option<ParsedLine> {
     if &bytes[prefix_len..prefix_len + HASH_MARK.len()] != HASH_MARK {
         return None;
     }
-    let hash = unhex(line.get(prefix_len + HASH_MARK.len()..bytes.len() - 2)?)?;
+    let hash = crate::hex::decode_32(
+        line.get(prefix_len + HASH_MARK.len()..bytes.len() - 2)?,
+        crate::hex::Letters::Lowercase,
+    )?;
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     let object = value.as_object()?;
     let seq = object.get("seq")?.as_u64()?;
-    let prev = unhex(object.get("prev")?.as_str()?)?;
+    let prev = crate::hex::decode_32(
+        object.get("prev")?.as_str()?,
+        crate::hex::Letters::Lowercase,
+    )?;
     let key_id = match object.get("chain_key") {
         None => None,
         Some(id) => Some(id.as_str()?.to_owned()),
@@ -506,7 +485,7 @@ pub fn verify(
     Ok(VerifyReport {
         lines: line_no,
         last_seq: expected_seq - 1,
-        last_hash: hex(&prev),
+        last_hash: crate::hex::encode(&prev),
         sealed,
     })
 }
@@ -606,7 +585,7 @@ mod tests {
         let prefix = forged[3][..prefix_end].replace("\"n\":3", "\"n\":9");
         forged[3] = format!(
             "{prefix},\"hash\":\"{}\"}}\n",
-            hex(&mac(None, prefix.as_bytes()))
+            crate::hex::encode(&mac(None, prefix.as_bytes()))
         );
         let err = check(&forged, &VerifyOptions::default()).unwrap_err();
         assert_eq!((err.kind(), err.line()), (VerifyErrorKind::Altered, 4));

@@ -192,40 +192,12 @@ pub fn generate_api_key(id: &str) -> Result<GeneratedApiKey, ConfigError> {
     }
     let secret = crate::secrets::random_token(32)?;
     let key = SecretString::from(format!("{API_KEY_PREFIX}{id}_{}", secret.expose_secret()));
-    let sha256_hex = hex(&Sha256::digest(key.expose_secret().as_bytes()));
+    let sha256_hex = crate::hex::encode(&Sha256::digest(key.expose_secret().as_bytes()));
     Ok(GeneratedApiKey {
         id: id.to_owned(),
         key,
         sha256_hex,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    out
-}
-
-fn unhex32(text: &str) -> Option<[u8; 32]> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(out)
 }
 
 /// One key as the server knows it: id, hash, and what the key grants. `Debug` shows no hash.
@@ -261,9 +233,10 @@ impl ApiKeyRecord {
                 "API key id {id:?} must be 1..={MAX_ID_LEN} characters of A-Z a-z 0-9 -"
             )));
         }
-        let hash = unhex32(sha256_hex).ok_or_else(|| {
-            ConfigError::new(format!("API key {id}: the hash must be 64 hex digits"))
-        })?;
+        let hash =
+            crate::hex::decode_32(sha256_hex, crate::hex::Letters::AnyCase).ok_or_else(|| {
+                ConfigError::new(format!("API key {id}: the hash must be 64 hex digits"))
+            })?;
         Ok(Self {
             client: id.clone(),
             id,
@@ -383,7 +356,8 @@ impl ApiKeySet {
                     "the id must be 1..={MAX_ID_LEN} characters of A-Z a-z 0-9 -"
                 )));
             }
-            let hash = unhex32(hash).ok_or_else(|| err("the hash must be 64 hex digits"))?;
+            let hash = crate::hex::decode_32(hash, crate::hex::Letters::AnyCase)
+                .ok_or_else(|| err("the hash must be 64 hex digits"))?;
             let mut record = ApiKeyRecord {
                 id: id.to_owned(),
                 hash,
@@ -978,7 +952,10 @@ mod tests {
         assert!(text.starts_with("pk_svc-1_"));
         assert_eq!(text.len(), "pk_svc-1_".len() + 43);
         assert_eq!(split_key(text), Some("svc-1"));
-        assert_eq!(key.sha256_hex(), hex(&Sha256::digest(text.as_bytes())));
+        assert_eq!(
+            key.sha256_hex(),
+            crate::hex::encode(&Sha256::digest(text.as_bytes()))
+        );
         assert!(!format!("{key:?}").contains(&text[9..]));
         assert!(generate_api_key("bad_id").is_err());
     }

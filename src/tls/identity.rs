@@ -238,7 +238,7 @@ impl ClientIdentity {
                 dns_names,
                 subject: cert.subject().to_string(),
                 common_name,
-                fingerprint_sha256: hex(&Sha256::digest(der)),
+                fingerprint_sha256: crate::hex::encode(&Sha256::digest(der)),
                 not_after,
             }),
         })
@@ -308,16 +308,6 @@ impl ClientIdentity {
     pub fn not_after(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(self.inner.not_after)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{b:02x}");
-    }
-    out
 }
 
 #[cfg(feature = "axum")]
@@ -483,7 +473,10 @@ mod tests {
         assert_eq!(id.dns_names(), ["billing.internal", "billing.svc"]);
         assert_eq!(id.common_name(), Some("billing"));
         assert!(id.subject().contains("CN=billing"), "{}", id.subject());
-        assert_eq!(id.fingerprint_sha256(), hex(&Sha256::digest(&der)));
+        assert_eq!(
+            id.fingerprint_sha256(),
+            crate::hex::encode(&Sha256::digest(&der))
+        );
         assert!(id.not_after() > SystemTime::now());
         let json = serde_json::to_value(&id).unwrap();
         assert_eq!(json["spiffe_id"], "spiffe://prod.example/ns/billing/sa/api");
