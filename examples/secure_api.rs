@@ -645,17 +645,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // the headers, CORS, edge and authentication alone; the limits go between them, so the
     // stack is spelled out here. Headers and CORS wrap the edge so that rendered refusals carry
     // them too; preflights are answered before authentication.
-    let app: Router = routes(cedar.as_ref())
-        .into_router()?
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
-        .layer(limits.per_subject)
-        .layer(authn)
-        .layer(limits.lockout)
-        .layer(limits.per_ip)
-        .layer(RequestContextLayer::new().with_auditor(auditor.clone()))
+    //
+    // The stack wraps the router as one service instead of going through `Router::layer`:
+    // `Router::layer` boxes every layer around every route, and axum clones that chain of boxes
+    // for each request (dozens of allocations); around the router, a request clones a handful of
+    // `Arc`s (docs/benchmarks.md).
+    let router: Router = routes(cedar.as_ref()).into_router()?.with_state(state);
+    let stack = tower::ServiceBuilder::new()
+        .layer(SecureHeadersLayer::api())
         .layer(cors)
-        .layer(SecureHeadersLayer::api());
+        .layer(RequestContextLayer::new().with_auditor(auditor.clone()))
+        .layer(limits.per_ip)
+        .layer(limits.lockout)
+        .layer(authn)
+        .layer(limits.per_subject)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .service(router);
+    let app = Router::new().fallback_service(stack);
     auditor.record(
         AuditEvent::new(EventType::ConfigLoaded)
             .with_reason_code("startup")
