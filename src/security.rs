@@ -19,6 +19,12 @@ use crate::headers::{CorsLayer, SecureHeadersLayer};
 /// The secure headers (API profile, see [`headers`](crate::headers)) are on by default and
 /// reach every response, the rendered refusals included.
 ///
+/// `Router::layer(security)` (below) is the shortest way to apply it. In a busy server, wrap the
+/// finished router instead, `Router::new().fallback_service(security.layer(router))` or a
+/// `ServiceBuilder`: `Router::layer` boxes the stack around every route and axum clones that
+/// chain of boxes on every request, which costs dozens of allocations per request in a deep
+/// stack (`examples/secure_api.rs` does this; figures in `docs/benchmarks.md`).
+///
 /// ```
 /// use axum::body::Body;
 /// use http::{Request, StatusCode};
