@@ -354,6 +354,16 @@ struct Writer {
 }
 
 impl Writer {
+    /// Sets the queue-depth gauge: events handed over but not yet processed.
+    fn report_depth(&self) {
+        let c = &self.counters;
+        super::metrics::audit_queue_depth(
+            c.enqueued
+                .load(Ordering::Relaxed)
+                .saturating_sub(c.processed.load(Ordering::Relaxed)),
+        );
+    }
+
     fn run(mut self) {
         if self.chain.as_ref().is_some_and(Chain::resumed_unclean) {
             // Whatever the previous writer still had queued when it stopped is gone; say so in
@@ -398,15 +408,11 @@ impl Writer {
                     self.pending += 1;
                     if self.buf.len() >= BATCH_BYTES {
                         let _ = self.write_out();
-                        let c = &self.counters;
-                        super::metrics::audit_queue_depth(
-                            c.enqueued
-                                .load(Ordering::Relaxed)
-                                .saturating_sub(c.processed.load(Ordering::Relaxed)),
-                        );
+                        self.report_depth();
                     }
                 }
                 Msg::Flush(ack) => {
+                    self.report_depth();
                     let result = self.write_out().and_then(|()| {
                         self.report_loss();
                         self.write_out()
@@ -415,6 +421,8 @@ impl Writer {
                     let _ = ack.send(result);
                 }
                 Msg::Shutdown(ack) => {
+                    // A writer that never found its queue empty has not reported a depth yet.
+                    self.report_depth();
                     let _ = ack.send(self.finish());
                     return;
                 }

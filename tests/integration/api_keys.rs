@@ -532,5 +532,25 @@ async fn the_example_reads_and_reloads_its_key_file() {
             .as_u16(),
         403
     );
+    // docs/runbooks/compromised-key.md, step 2: the old key's line is removed; once the file is
+    // reloaded the old key is refused and the new one keeps working, without a restart.
+    std::fs::write(&path, line(&later, "reader")).unwrap();
+    let mut retired = false;
+    for _ in 0..300 {
+        if call(&admin, "/api/me").await.unwrap().status().as_u16() == 401 {
+            retired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(retired, "a removed key is refused after the reload");
+    assert_eq!(
+        call(&later, "/api/documents/1")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
