@@ -264,6 +264,7 @@ impl TlsServerConfigBuilder {
 
         let (status, _) = watch::channel(ReloadStatus {
             generation: 0,
+            crl_generation: 0,
             certificate_sha256: cert_digest.leaf_fingerprint.clone(),
             last_error: None,
         });
@@ -522,6 +523,10 @@ impl ClientCertVerifier for ReloadingVerifier {
 pub struct ReloadStatus {
     /// Incremented on every successful change (certificate or CRLs).
     pub generation: u64,
+    /// Incremented on every successful change of the CRLs. [`serve`](fn@super::serve) closes
+    /// connections authenticated by a client certificate when it changes, so their clients
+    /// reconnect and are verified against the new CRLs.
+    pub crl_generation: u64,
     /// SHA-256 (hex) of the leaf certificate now served.
     pub certificate_sha256: String,
     /// The last failed reload, if it happened after the last successful one (the previous
@@ -623,8 +628,10 @@ impl TlsServerConfig {
     /// Reads the certificate, key and CRL files now and installs them if they changed and are
     /// valid: the chain parses, the key matches the leaf, the leaf is inside its validity
     /// period, the CRLs parse. Anything else keeps the previous material, returns the error
-    /// and records an event (`tls.reload_failed` on the audit target). Established
-    /// connections are never affected.
+    /// and records an event (`tls.reload_failed` on the audit target). The reload itself
+    /// leaves established connections alone; [`serve`](fn@super::serve) closes the ones
+    /// authenticated by a client certificate after a CRL change (see
+    /// [`ReloadStatus::crl_generation`]).
     ///
     /// Files that failed only because the leaf is not valid yet are tried again at every call
     /// until they pass or change; other failures are reported once per file version.
@@ -732,6 +739,7 @@ impl TlsServerConfig {
             Ok(ReloadOutcome::Reloaded) => {
                 self.inner.status.send_modify(|s| {
                     s.generation += 1;
+                    s.crl_generation += 1;
                     s.last_error = None;
                 });
                 crate::audit::global().record(
