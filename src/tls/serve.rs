@@ -313,7 +313,7 @@ async fn drain_reason(
         }
     };
     tokio::select! {
-        // The sender lives until `run` has sent `true`, so an error cannot precede shutdown.
+        // An error means the server future was dropped: that ends the server as well.
         _ = stop.wait_for(|stopping| *stopping) => "server shutdown",
         () = revocation => "CRLs changed",
         () = age => "maximum connection age",
