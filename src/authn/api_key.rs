@@ -688,7 +688,14 @@ impl Inner {
         let Some(file) = &self.file else {
             return ReloadOutcome::Unchanged;
         };
-        let outcome = match file.seen.check(&file.path, MAX_KEY_FILE_BYTES) {
+        // Held until the new set is installed: overlapping reloads (the watcher thread and
+        // `reload_now`) then install in the order they read, so an older set can never
+        // replace a newer one.
+        let mut seen = file.seen.lock();
+        let read = seen.check(&file.path, MAX_KEY_FILE_BYTES);
+        #[cfg(test)]
+        file.seen.run_after_read();
+        let outcome = match read {
             Ok(None) | Err(None) => return ReloadOutcome::Unchanged,
             Err(Some(reason)) => ReloadOutcome::Rejected(reason),
             Ok(Some(bytes)) => match std::str::from_utf8(&bytes)
@@ -705,6 +712,7 @@ impl Inner {
                 }
             },
         };
+        drop(seen);
         let path = file.path.display().to_string();
         let keys = self
             .keys
@@ -884,7 +892,7 @@ impl ApiKeyAuthenticatorBuilder {
         let file = match &self.file {
             Some(path) => {
                 let seen = SeenContent::default();
-                let bytes = match seen.check(path, MAX_KEY_FILE_BYTES) {
+                let bytes = match seen.lock().check(path, MAX_KEY_FILE_BYTES) {
                     Ok(Some(bytes)) => bytes,
                     Ok(None) => watch::FileBytes::default(),
                     Err(reason) => return Err(ConfigError::new(reason.unwrap_or_default())),
@@ -1209,6 +1217,67 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(missing.message().contains("cannot open"), "{missing}");
+    }
+
+    #[test]
+    fn an_overlapping_reload_never_leaves_an_older_set_installed() {
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-apikeys-race-{}",
+            crate::secrets::random_token(8).unwrap().expose_secret()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys");
+        let replace = move |path: &std::path::Path, content: &str| {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, content).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        };
+        let compromised = generate_api_key("compromised").unwrap();
+        let fresh = generate_api_key("fresh").unwrap();
+        let other = generate_api_key("other").unwrap();
+        replace(&path, &line(&other, "reader"));
+        let auth = ApiKeyAuthenticator::builder()
+            .keys_file(&path)
+            .manual_reload()
+            .build()
+            .unwrap();
+        replace(
+            &path,
+            &format!("{}{}", line(&other, "reader"), line(&compromised, "admin")),
+        );
+        let operator = Arc::new(Mutex::new(None));
+        let (handle, slot, file) = (auth.clone(), operator.clone(), path.clone());
+        let fixed = line(&fresh, "admin");
+        // The watcher has read the file holding the compromised key; the operator replaces
+        // it and calls `reload_now` before the watcher installs what it read.
+        auth.inner
+            .file
+            .as_ref()
+            .unwrap()
+            .seen
+            .after_next_read(move || {
+                replace(&file, &fixed);
+                let (tx, rx) = std::sync::mpsc::channel();
+                *slot.lock().unwrap() = Some(std::thread::spawn(move || {
+                    let outcome = handle.reload_now();
+                    let _ = tx.send(());
+                    outcome
+                }));
+                // Without the reload lock the operator's reload installs the fixed set now
+                // and the watcher then installs the compromised one over it. With the lock
+                // it waits for the watcher, and the bound only ends the wait.
+                let _ = rx.recv_timeout(Duration::from_millis(500));
+            });
+        assert_eq!(auth.reload_now(), ReloadOutcome::Reloaded);
+        let operator = operator.lock().unwrap().take().unwrap();
+        assert_eq!(operator.join().unwrap(), ReloadOutcome::Reloaded);
+        assert!(
+            auth.verify_key(compromised.key().expose_secret()).is_err(),
+            "the removed key is still accepted"
+        );
+        assert!(auth.verify_key(fresh.key().expose_secret()).is_ok());
+        assert_eq!(auth.reload_now(), ReloadOutcome::Unchanged);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

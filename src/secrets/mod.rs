@@ -57,7 +57,7 @@ pub use keyring::{
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -177,7 +177,12 @@ impl SecretSource {
     /// Loads a text secret: UTF-8, non-empty, at most [`MAX_SECRET_BYTES`]; one trailing
     /// newline removed from files.
     pub fn load(&self) -> Result<SecretString, SecretError> {
-        let bytes = self.load_bytes()?;
+        self.text_from_raw(&self.read_raw()?)
+    }
+
+    /// Validates raw content read from this source as a text secret.
+    fn text_from_raw(&self, raw: &[u8]) -> Result<SecretString, SecretError> {
+        let bytes = self.bytes_from_raw(raw)?;
         let text = std::str::from_utf8(bytes.expose_secret())
             .map_err(|_| SecretError::new(SecretErrorKind::NotUtf8, self, "value is not UTF-8"))?;
         Ok(SecretString::from(text))
@@ -187,7 +192,12 @@ impl SecretSource {
     /// removed from files (encode binary key material, for instance in base64, if it may end
     /// in a newline byte).
     pub fn load_bytes(&self) -> Result<SecretSlice<u8>, SecretError> {
-        let raw = match self {
+        self.bytes_from_raw(&self.read_raw()?)
+    }
+
+    /// Reads the raw content of this source.
+    fn read_raw(&self) -> Result<secrecy::zeroize::Zeroizing<Vec<u8>>, SecretError> {
+        Ok(match self {
             SecretSource::Env(name) => match std::env::var_os(name) {
                 None => {
                     return Err(SecretError::new(
@@ -211,7 +221,11 @@ impl SecretSource {
                     }
                 })?
             }
-        };
+        })
+    }
+
+    /// Validates raw content read from this source as a byte secret.
+    fn bytes_from_raw(&self, raw: &[u8]) -> Result<SecretSlice<u8>, SecretError> {
         if raw.len() > MAX_SECRET_BYTES {
             return Err(SecretError::new(
                 SecretErrorKind::TooLarge,
@@ -220,8 +234,8 @@ impl SecretSource {
             ));
         }
         let value = match self {
-            SecretSource::Env(_) => &raw[..],
-            SecretSource::File(_) => trim_one_newline(&raw),
+            SecretSource::Env(_) => raw,
+            SecretSource::File(_) => trim_one_newline(raw),
         };
         if value.is_empty() {
             return Err(SecretError::new(
@@ -254,34 +268,69 @@ type ChangeHook = Arc<dyn Fn(&SecretString) + Send + Sync>;
 pub(crate) type ReloadHook = Arc<dyn Fn(&ReloadOutcome) + Send + Sync>;
 
 /// Tracks the last content seen in a watched file, so each version is handled once.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct SeenContent {
     last: Mutex<Option<Result<[u8; 32], String>>>,
+    /// Runs once, inside the reload lock, after the next read (to interleave reloads in tests).
+    #[cfg(test)]
+    after_read: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+#[cfg(test)]
+impl SeenContent {
+    /// Runs `hook` once, after the next read and before its content is installed.
+    pub(crate) fn after_next_read(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.after_read.lock().unwrap() = Some(Box::new(hook));
+    }
+
+    /// Runs the hook set by [`after_next_read`](Self::after_next_read), if any.
+    pub(crate) fn run_after_read(&self) {
+        let hook = self.after_read.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
 }
 
 impl SeenContent {
+    /// Takes the reload lock. Hold the guard across read, fingerprint, parse and install:
+    /// two reloads that overlap could otherwise install in the opposite order to the one they
+    /// read in, leaving an older file's content installed while the newest fingerprint says
+    /// "unchanged" to every later poll.
+    pub(crate) fn lock(&self) -> SeenGuard<'_> {
+        SeenGuard {
+            last: self.last.lock().unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+}
+
+/// The held reload lock of a [`SeenContent`].
+pub(crate) struct SeenGuard<'a> {
+    last: MutexGuard<'a, Option<Result<[u8; 32], String>>>,
+}
+
+impl SeenGuard<'_> {
     /// Reads `path` and decides whether it is new. `Ok(Some(bytes))`: new content to parse;
     /// `Ok(None)`: unchanged; `Err(reason)`: a read failure not reported before.
     pub(crate) fn check(
-        &self,
+        &mut self,
         path: &Path,
         max_bytes: usize,
     ) -> Result<Option<watch::FileBytes>, Option<String>> {
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         match watch::read_bounded(path, max_bytes) {
             Ok(bytes) => {
                 let fingerprint = watch::fingerprint(&bytes);
-                if matches!(&*last, Some(Ok(seen)) if *seen == fingerprint) {
+                if matches!(&*self.last, Some(Ok(seen)) if *seen == fingerprint) {
                     return Ok(None);
                 }
-                *last = Some(Ok(fingerprint));
+                *self.last = Some(Ok(fingerprint));
                 Ok(Some(bytes))
             }
             Err(reason) => {
-                if matches!(&*last, Some(Err(seen)) if *seen == reason) {
+                if matches!(&*self.last, Some(Err(seen)) if *seen == reason) {
                     return Err(None);
                 }
-                *last = Some(Err(reason.clone()));
+                *self.last = Some(Err(reason.clone()));
                 Err(Some(reason))
             }
         }
@@ -373,10 +422,17 @@ impl WatchedSecret {
 
 impl WatchedInner {
     fn check(&self) -> ReloadOutcome {
-        let outcome = match self.seen.check(&self.path, MAX_SECRET_BYTES) {
+        // Held until the value is installed, so overlapping checks install in read order.
+        let mut seen = self.seen.lock();
+        let read = seen.check(&self.path, MAX_SECRET_BYTES);
+        #[cfg(test)]
+        self.seen.run_after_read();
+        let outcome = match read {
             Ok(None) | Err(None) => return ReloadOutcome::Unchanged,
             Err(Some(reason)) => ReloadOutcome::Rejected(reason),
-            Ok(Some(_)) => match self.source.load() {
+            // Parsed from the bytes just fingerprinted: a second read could see a newer file
+            // whose fingerprint would then never be recorded.
+            Ok(Some(bytes)) => match self.source.text_from_raw(&bytes) {
                 Ok(value) => {
                     let value = Arc::new(value);
                     *self.current.write().unwrap_or_else(PoisonError::into_inner) = value.clone();
@@ -389,6 +445,7 @@ impl WatchedInner {
                 Err(e) => ReloadOutcome::Rejected(e.to_string()),
             },
         };
+        drop(seen);
         let path = self.path.display().to_string();
         match &outcome {
             ReloadOutcome::Reloaded => crate::audit::global().record(
@@ -449,10 +506,15 @@ impl WatchedSecretBuilder {
     /// Loads the file (it must hold a valid secret now) and starts watching it.
     pub fn build(self) -> Result<WatchedSecret, ConfigError> {
         let source = SecretSource::File(self.path.clone());
-        let initial = source.load()?;
         let seen = SeenContent::default();
-        // Record the content just loaded, so the first tick does not report it as a change.
-        let _ = seen.check(&self.path, MAX_SECRET_BYTES);
+        // One read, fingerprinted and parsed: the first tick does not report this content as
+        // a change, and a file replaced between two reads could not be skipped.
+        let initial = match seen.lock().check(&self.path, MAX_SECRET_BYTES) {
+            Ok(Some(bytes)) => source.text_from_raw(&bytes)?,
+            // A fresh `SeenContent` has seen nothing, so `Ok(None)` cannot occur; a read
+            // failure is reported by `load` with its typed error.
+            Ok(None) | Err(_) => source.load()?,
+        };
         let inner = Arc::new(WatchedInner {
             source,
             path: self.path,
@@ -590,6 +652,49 @@ mod tests {
         let got = rx.recv_timeout(Duration::from_secs(30)).unwrap();
         assert_eq!(got, "after");
         assert_eq!(secret.current().expose_secret(), "after");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Replaces the file in one step, as secret volumes and config managers do.
+    fn replace(path: &Path, content: &str) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    #[test]
+    fn an_overlapping_check_never_leaves_an_older_value_installed() {
+        let dir = temp_dir("race");
+        let path = dir.join("secret");
+        replace(&path, "old");
+        let secret = WatchedSecret::builder(&path)
+            .manual_reload()
+            .build()
+            .unwrap();
+        replace(&path, "older-than-new");
+        let second = Arc::new(Mutex::new(None));
+        let (other, slot, file) = (secret.clone(), second.clone(), path.clone());
+        // The first check has read "older-than-new"; the file changes and a second check
+        // starts before the first installs.
+        secret.inner.seen.after_next_read(move || {
+            replace(&file, "new");
+            let (tx, rx) = std::sync::mpsc::channel();
+            *slot.lock().unwrap() = Some(std::thread::spawn(move || {
+                let outcome = other.check_now();
+                let _ = tx.send(());
+                outcome
+            }));
+            // Without the reload lock the second check installs "new" now and this one then
+            // installs its older value over it. With the lock it waits for this check, and
+            // the bound only ends the wait.
+            let _ = rx.recv_timeout(Duration::from_millis(500));
+        });
+        assert_eq!(secret.check_now(), ReloadOutcome::Reloaded);
+        let second = second.lock().unwrap().take().unwrap();
+        assert_eq!(second.join().unwrap(), ReloadOutcome::Reloaded);
+        assert_eq!(secret.current().expose_secret(), "new");
+        assert_eq!(secret.check_now(), ReloadOutcome::Unchanged);
+        assert_eq!(secret.generation(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

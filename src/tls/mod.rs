@@ -70,8 +70,11 @@
 //! Behind a TLS-terminating proxy the peer is the proxy: this module does not read
 //! client-certificate headers forwarded by proxies. With client authentication, sessions are
 //! not resumed, so each connection pays a full handshake (a revoked client cannot return on an
-//! old ticket). Connections established before a revocation or certificate expiry stay open
-//! until they close; the mTLS authenticator re-checks the certificate expiry on every request.
+//! old ticket). [`serve`] shuts down connections with a client certificate gracefully when the
+//! CRLs change and every connection after [`DEFAULT_MAX_CONNECTION_AGE`], so a revoked client
+//! is cut off at its next request; the mTLS authenticator re-checks the certificate expiry on
+//! every request. [`TlsIncoming`] hands connections to tonic, which serves them: set tonic's
+//! `Server::max_connection_age` to bound how long a revoked client keeps its connection.
 
 mod client;
 mod identity;
@@ -81,7 +84,7 @@ mod server;
 
 pub use client::{TlsClientConfig, TlsClientConfigBuilder};
 pub use identity::{ClientIdentity, IdentityError, PeerCertificates, SpiffeId};
-pub use serve::{Serve, TlsConnectInfo, TlsIncoming, serve};
+pub use serve::{DEFAULT_MAX_CONNECTION_AGE, Serve, TlsConnectInfo, TlsIncoming, serve};
 pub use server::{
     ClientAuth, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RELOAD_INTERVAL, ReloadOutcome, ReloadStatus,
     ReloaderHandle, TlsServerConfig, TlsServerConfigBuilder, crypto_provider,

@@ -8,20 +8,23 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 use tower_service::Service;
 
 use super::identity::{ClientIdentity, PeerCertificates};
-use super::server::TlsServerConfig;
+use super::server::{ReloadStatus, TlsServerConfig};
+
+/// The default [`Serve::with_max_connection_age`].
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -73,6 +76,7 @@ pub struct Serve<S> {
     tls: TlsServerConfig,
     service: S,
     shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    max_connection_age: Option<Duration>,
 }
 
 impl<S> fmt::Debug for Serve<S> {
@@ -80,6 +84,7 @@ impl<S> fmt::Debug for Serve<S> {
         f.debug_struct("Serve")
             .field("listener", &self.listener)
             .field("tls", &self.tls)
+            .field("max_connection_age", &self.max_connection_age)
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +107,17 @@ impl<S> fmt::Debug for Serve<S> {
 /// on the audit target at `WARN`, with the client address and the reason; other handshake
 /// failures as `tls.handshake_failed` at `DEBUG`. Errors of `accept` itself (out of file descriptors) are
 /// retried after a short pause rather than ending the server.
+///
+/// A client certificate is verified at the handshake only, so an open connection would
+/// outlive the certificate's revocation. When the CRLs change
+/// ([`ReloadStatus::crl_generation`](super::ReloadStatus::crl_generation)), every connection
+/// that presented a client certificate is shut down gracefully: HTTP/2 gets a GOAWAY and
+/// finishes its streams in flight, HTTP/1.1 closes after the request in flight. Its client
+/// reconnects and is verified against the new CRLs. Every connection is also shut down the
+/// same way after [`DEFAULT_MAX_CONNECTION_AGE`] (see
+/// [`with_max_connection_age`](Serve::with_max_connection_age)), which bounds how long any
+/// verification result is trusted. Such a shutdown is recorded as `tls.connection_drained`
+/// at `DEBUG` on the `portcullis::tls` target.
 pub fn serve<S, B>(listener: TcpListener, tls: TlsServerConfig, service: S) -> Serve<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -116,6 +132,7 @@ where
         tls,
         service,
         shutdown: None,
+        max_connection_age: Some(DEFAULT_MAX_CONNECTION_AGE),
     }
 }
 
@@ -127,6 +144,15 @@ impl<S> Serve<S> {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Self {
         self.shutdown = Some(Box::pin(signal));
+        self
+    }
+
+    /// Shuts every connection down gracefully once it is `age` old (default
+    /// [`DEFAULT_MAX_CONNECTION_AGE`]), so no handshake's verification is trusted longer.
+    /// `None` keeps connections open for as long as their clients use them (they are still
+    /// closed when the CRLs change).
+    pub fn with_max_connection_age(mut self, age: Option<Duration>) -> Self {
+        self.max_connection_age = age;
         self
     }
 }
@@ -162,9 +188,11 @@ where
         tls,
         service,
         shutdown,
+        max_connection_age,
     } = serve;
     let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
-    let graceful = GracefulShutdown::new();
+    // `true` asks every connection to finish; `closed()` resolves once all have ended.
+    let (stopping, stop) = watch::channel(false);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A timer enables hyper's default header read timeout for HTTP/1.1 (slow-header clients).
     builder.http1().timer(TokioTimer::new());
@@ -187,12 +215,17 @@ where
         let timeout = tls.handshake_timeout();
         let service = service.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let mut stop = stop.clone();
+        // Subscribed before the handshake: a CRL installed while it runs counts as a change.
+        let mut status = tls.subscribe();
+        let crl_generation = status.borrow_and_update().crl_generation;
+        let deadline = max_connection_age.map(|age| tokio::time::Instant::now() + age);
         tokio::spawn(async move {
             let Some(stream) = handshake(&acceptor, tcp, remote_addr, timeout).await else {
                 return;
             };
             let info = TlsConnectInfo::from_stream(remote_addr, &stream);
+            let has_client_certificate = info.peer_certificates.is_some();
             let identity = info
                 .peer_certificates
                 .as_ref()
@@ -214,14 +247,77 @@ where
                 service.clone().oneshot(req)
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            let mut conn = std::pin::pin!(conn);
+            let drain = drain_reason(
+                &mut stop,
+                has_client_certificate.then_some((&mut status, crl_generation)),
+                deadline,
+            );
+            let mut drain = std::pin::pin!(drain);
+            let mut draining = false;
+            let result = loop {
+                tokio::select! {
+                    result = conn.as_mut() => break result,
+                    reason = drain.as_mut(), if !draining => {
+                        draining = true;
+                        tracing::debug!(
+                            target: "portcullis::tls",
+                            event = "tls.connection_drained",
+                            client_ip = %remote_addr.ip(),
+                            reason,
+                            "closing the connection gracefully"
+                        );
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, client_ip = %remote_addr.ip(), "connection ended with an error");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    drop(stop);
+    // Every connection task holds a receiver: this ends when the last one has finished.
+    let _ = stopping.send(true);
+    stopping.closed().await;
     Ok(())
+}
+
+/// Resolves when a connection must be shut down: the server stops, the CRLs changed since
+/// the connection was verified (only for connections with a client certificate), or the
+/// connection reached its maximum age.
+async fn drain_reason(
+    stop: &mut watch::Receiver<bool>,
+    crls: Option<(&mut watch::Receiver<ReloadStatus>, u64)>,
+    deadline: Option<tokio::time::Instant>,
+) -> &'static str {
+    let revocation = async {
+        let changed = match crls {
+            Some((status, verified)) => status
+                .wait_for(|s| s.crl_generation != verified)
+                .await
+                .is_ok(),
+            None => false,
+        };
+        // Not changed means no client certificate, or the configuration is gone (which
+        // `Serve` prevents by holding it): nothing to wait for.
+        if !changed {
+            std::future::pending::<()>().await;
+        }
+    };
+    let age = async {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        // An error means the server future was dropped: that ends the server as well.
+        _ = stop.wait_for(|stopping| *stopping) => "server shutdown",
+        () = revocation => "CRLs changed",
+        () = age => "maximum connection age",
+    }
 }
 
 async fn handshake(

@@ -264,6 +264,7 @@ impl TlsServerConfigBuilder {
 
         let (status, _) = watch::channel(ReloadStatus {
             generation: 0,
+            crl_generation: 0,
             certificate_sha256: cert_digest.leaf_fingerprint.clone(),
             last_error: None,
         });
@@ -348,15 +349,16 @@ impl CertSource {
     ) -> Result<(CertifiedKey, CertDigest), ConfigError> {
         let (chain, key) = self.read()?;
         let digest = Self::digest(&chain, &key);
-        self.parse(&chain, &key, provider, now).map(|(ck, fp)| {
-            (
-                ck,
-                CertDigest {
-                    files: digest,
-                    leaf_fingerprint: fp,
-                },
-            )
-        })
+        let (ck, fp) = self
+            .parse(&chain, &key, provider, now)
+            .map_err(|refused| refused.error)?;
+        Ok((
+            ck,
+            CertDigest {
+                files: digest,
+                leaf_fingerprint: fp,
+            },
+        ))
     }
 
     fn parse(
@@ -365,7 +367,7 @@ impl CertSource {
         key: &[u8],
         provider: &CryptoProvider,
         now: SystemTime,
-    ) -> Result<(CertifiedKey, String), ConfigError> {
+    ) -> Result<(CertifiedKey, String), Refused> {
         let what = self.chain.describe("certificate chain");
         let certs = pem::certificates(chain, &what)?;
         let key = pem::private_key(key, &self.key.describe("private key"))?;
@@ -382,12 +384,25 @@ impl CertSource {
     }
 }
 
+/// A refused certificate, and whether the same files can pass later.
+struct Refused {
+    error: ConfigError,
+    /// The leaf is not valid yet: only time is missing (a certificate issued a moment ago,
+    /// a server clock a few seconds behind the CA's), so the same files are tried again.
+    retry: bool,
+}
+
+impl From<ConfigError> for Refused {
+    fn from(error: ConfigError) -> Self {
+        Refused {
+            error,
+            retry: false,
+        }
+    }
+}
+
 /// Refuses a leaf that is expired or not yet valid, so a reload never installs one.
-fn check_validity(
-    leaf: &CertificateDer<'_>,
-    now: SystemTime,
-    what: &str,
-) -> Result<(), ConfigError> {
+fn check_validity(leaf: &CertificateDer<'_>, now: SystemTime, what: &str) -> Result<(), Refused> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let (_, cert) = X509Certificate::from_der(leaf.as_ref())
         .map_err(|_| ConfigError::new(format!("{what}: leaf certificate cannot be parsed")))?;
@@ -397,14 +412,13 @@ fn check_validity(
         .unwrap_or(0);
     let validity = cert.validity();
     if now < validity.not_before.timestamp() {
-        return Err(ConfigError::new(format!(
-            "{what}: leaf certificate is not valid yet"
-        )));
+        return Err(Refused {
+            error: ConfigError::new(format!("{what}: leaf certificate is not valid yet")),
+            retry: true,
+        });
     }
     if now > validity.not_after.timestamp() {
-        return Err(ConfigError::new(format!(
-            "{what}: leaf certificate has expired"
-        )));
+        return Err(ConfigError::new(format!("{what}: leaf certificate has expired")).into());
     }
     Ok(())
 }
@@ -509,6 +523,10 @@ impl ClientCertVerifier for ReloadingVerifier {
 pub struct ReloadStatus {
     /// Incremented on every successful change (certificate or CRLs).
     pub generation: u64,
+    /// Incremented on every successful change of the CRLs. [`serve`](fn@super::serve) closes
+    /// connections authenticated by a client certificate when it changes, so their clients
+    /// reconnect and are verified against the new CRLs.
+    pub crl_generation: u64,
     /// SHA-256 (hex) of the leaf certificate now served.
     pub certificate_sha256: String,
     /// The last failed reload, if it happened after the last successful one (the previous
@@ -610,10 +628,20 @@ impl TlsServerConfig {
     /// Reads the certificate, key and CRL files now and installs them if they changed and are
     /// valid: the chain parses, the key matches the leaf, the leaf is inside its validity
     /// period, the CRLs parse. Anything else keeps the previous material, returns the error
-    /// and records an event (`tls.reload_failed` on the audit target). Established
-    /// connections are never affected.
+    /// and records an event (`tls.reload_failed` on the audit target). The reload itself
+    /// leaves established connections alone; [`serve`](fn@super::serve) closes the ones
+    /// authenticated by a client certificate after a CRL change (see
+    /// [`ReloadStatus::crl_generation`]).
+    ///
+    /// Files that failed only because the leaf is not valid yet are tried again at every call
+    /// until they pass or change; other failures are reported once per file version.
     pub fn reload(&self) -> Result<ReloadOutcome, ConfigError> {
-        let cert = self.reload_certificate();
+        self.reload_at(SystemTime::now())
+    }
+
+    /// [`reload`](Self::reload) with the certificate validity checked at `now`.
+    fn reload_at(&self, now: SystemTime) -> Result<ReloadOutcome, ConfigError> {
+        let cert = self.reload_certificate(now);
         let crl = self.reload_crls();
         let outcome = match (&cert, &crl) {
             (Ok(ReloadOutcome::Reloaded), _) | (_, Ok(ReloadOutcome::Reloaded)) => {
@@ -630,7 +658,7 @@ impl TlsServerConfig {
         Ok(outcome)
     }
 
-    fn reload_certificate(&self) -> Result<ReloadOutcome, ConfigError> {
+    fn reload_certificate(&self, now: SystemTime) -> Result<ReloadOutcome, ConfigError> {
         let inner = &self.inner;
         let source = &inner.certified;
         if !source.chain.is_file() && !source.key.is_file() {
@@ -640,19 +668,26 @@ impl TlsServerConfig {
             .read()
             .inspect_err(|e| reload_failed("certificate", e))?;
         let digest = CertSource::digest(&chain, &key);
-        {
-            let mut last = lock(&inner.cert_digest);
-            if *last == digest {
-                return Ok(ReloadOutcome::Unchanged);
-            }
-            // Remember what was tried, so a bad file is reported once, not at every check; the
-            // next write to either file is tried again.
-            *last = digest;
+        // Held until the outcome is recorded: overlapping reloads (the watcher and a manual
+        // call) then install in the order they read.
+        let mut last = lock(&inner.cert_digest);
+        if *last == digest {
+            return Ok(ReloadOutcome::Unchanged);
         }
-        let (certified, fingerprint) = source
-            .parse(&chain, &key, &inner.provider, SystemTime::now())
-            .inspect_err(|e| reload_failed("certificate", e))?;
+        let (certified, fingerprint) = match source.parse(&chain, &key, &inner.provider, now) {
+            Ok(parsed) => parsed,
+            Err(refused) => {
+                if !refused.retry {
+                    // Bad content stays bad: report it once, not at every check; the next
+                    // write to either file is tried again.
+                    *last = digest;
+                }
+                reload_failed("certificate", &refused.error);
+                return Err(refused.error);
+            }
+        };
         inner.resolver.current.store(Arc::new(certified));
+        *last = digest;
         inner.status.send_modify(|s| {
             s.generation += 1;
             s.certificate_sha256 = fingerprint.clone();
@@ -682,25 +717,29 @@ impl TlsServerConfig {
                 raw.push(bytes);
             }
             let digest: [u8; 32] = hash.finalize().into();
-            {
-                let mut last = lock(&client.crl_digest);
-                if *last == digest {
-                    return Ok(ReloadOutcome::Unchanged);
+            // Held until the verifier is installed, so overlapping reloads install in the
+            // order they read: an older CRL can never replace a newer one.
+            let mut last = lock(&client.crl_digest);
+            if *last == digest {
+                return Ok(ReloadOutcome::Unchanged);
+            }
+            let verifier = (|| {
+                let mut crls = Vec::new();
+                for (source, bytes) in client.sources.iter().zip(&raw) {
+                    crls.extend(pem::crls(bytes, &source.describe("CRL file"))?);
                 }
-                *last = digest;
-            }
-            let mut crls = Vec::new();
-            for (source, bytes) in client.sources.iter().zip(&raw) {
-                crls.extend(pem::crls(bytes, &source.describe("CRL file"))?);
-            }
-            let verifier = client_verifier(&client.roots, crls, &self.inner.provider, client.mode)?;
-            client.current.store(Arc::new(verifier));
+                client_verifier(&client.roots, crls, &self.inner.provider, client.mode)
+            })();
+            // Recorded after the attempt: bad content is reported once per file version.
+            *last = digest;
+            client.current.store(Arc::new(verifier?));
             Ok(ReloadOutcome::Reloaded)
         })();
         match &result {
             Ok(ReloadOutcome::Reloaded) => {
                 self.inner.status.send_modify(|s| {
                     s.generation += 1;
+                    s.crl_generation += 1;
                     s.last_error = None;
                 });
                 crate::audit::global().record(
@@ -905,5 +944,39 @@ mod tests {
         assert_eq!(now.generation, 1);
         assert_eq!(now.last_error, None);
         assert_eq!(now.certificate_sha256, tls.certificate_sha256());
+    }
+
+    #[test]
+    fn a_certificate_not_valid_yet_is_tried_again_until_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let (cert, key) = self_signed(None);
+        std::fs::write(&cert_path, &cert).unwrap();
+        std::fs::write(&key_path, &key).unwrap();
+        let tls = TlsServerConfig::builder()
+            .certificate_files(&cert_path, &key_path)
+            .build()
+            .unwrap();
+        let first = tls.certificate_sha256();
+
+        // Issued for 2100-01-01 onwards; the server's clock is behind it.
+        let next_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2100, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2101, 1, 1);
+        std::fs::write(&cert_path, params.self_signed(&next_key).unwrap().pem()).unwrap();
+        std::fs::write(&key_path, next_key.serialize_pem()).unwrap();
+        let before = SystemTime::UNIX_EPOCH + Duration::from_secs(4_102_444_800 - 5);
+        let after = SystemTime::UNIX_EPOCH + Duration::from_secs(4_102_444_800 + 5);
+        for _ in 0..2 {
+            let err = tls.reload_at(before).unwrap_err();
+            assert!(err.message().contains("not valid yet"), "{err}");
+            assert_eq!(tls.certificate_sha256(), first);
+        }
+        // The same files, once the clock has caught up.
+        assert_eq!(tls.reload_at(after), Ok(ReloadOutcome::Reloaded));
+        assert_ne!(tls.certificate_sha256(), first);
+        assert_eq!(tls.reload_at(after), Ok(ReloadOutcome::Unchanged));
+        assert_eq!(tls.subscribe().borrow().last_error, None);
     }
 }
