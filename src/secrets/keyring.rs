@@ -59,8 +59,9 @@ impl SigningKey {
         reason = "HMAC accepts keys of any length (RFC 2104 hashes long keys): cannot fail"
     )]
     fn mac(&self) -> Hmac<Sha256> {
-        <Hmac<Sha256> as Mac>::new_from_slice(self.key.material.expose_secret())
-            .expect("HMAC takes keys of any length")
+        let key = self.key.material.expose_secret();
+        // HMAC accepts keys of any length (RFC 2104 hashes long ones), so this cannot fail.
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
     }
 }
 
