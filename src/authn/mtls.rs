@@ -413,6 +413,11 @@ impl Authenticator for MtlsAuthenticator {
     fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
         Box::pin(std::future::ready(self.authenticate_parts(parts)))
     }
+
+    /// The identity was verified during the handshake: the answer is always immediate.
+    fn authenticate_now(&self, parts: &Parts) -> Option<Result<Option<Principal>, Rejection>> {
+        Some(self.authenticate_parts(parts))
+    }
 }
 
 #[cfg(test)]
