@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::{Json, Router};
+use axum::{Json, Router, ServiceExt};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use portcullis::audit::{
     Alert, AlertDetector, AuditEvent, Auditor, ChainKey, EventType, JsonLinesSink, WebhookHook,
@@ -646,12 +646,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // stack is spelled out here. Headers and CORS wrap the edge so that rendered refusals carry
     // them too; preflights are answered before authentication.
     //
-    // The stack wraps the router as one service instead of going through `Router::layer`:
-    // `Router::layer` boxes every layer around every route, and axum clones that chain of boxes
-    // for each request (dozens of allocations); around the router, a request clones a handful of
-    // `Arc`s (docs/benchmarks.md).
+    // The stack wraps the router as one service, served directly, instead of going through
+    // `Router::layer` or `fallback_service`: axum boxes every such layer around every route and
+    // clones the boxes for each request (dozens of allocations); around the router, a request
+    // clones a handful of `Arc`s (docs/benchmarks.md).
     let router: Router = routes(cedar.as_ref()).into_router()?.with_state(state);
-    let stack = tower::ServiceBuilder::new()
+    let app = tower::ServiceBuilder::new()
+        // axum::serve wants axum's body type.
+        .map_response(|response: axum::http::Response<_>| response.map(axum::body::Body::new))
         .layer(SecureHeadersLayer::api())
         .layer(cors)
         .layer(RequestContextLayer::new().with_auditor(auditor.clone()))
@@ -661,7 +663,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(limits.per_subject)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .service(router);
-    let app = Router::new().fallback_service(stack);
     auditor.record(
         AuditEvent::new(EventType::ConfigLoaded)
             .with_reason_code("startup")
@@ -685,7 +686,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("portcullis secure_api listening on http://{addr}");
         axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
+                app,
+            ),
         )
         .with_graceful_shutdown(shutdown_signal())
         .await?;
@@ -727,7 +730,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
+            app,
+        ),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;

@@ -148,7 +148,7 @@ impl<S: fmt::Debug> fmt::Debug for PolicyGuard<S> {
     }
 }
 
-fn route_of<B>(req: &Request<B>, seen: &OnceLock<Arc<str>>) -> Option<Arc<str>> {
+pub(crate) fn route_of<B>(req: &Request<B>, seen: &OnceLock<Arc<str>>) -> Option<Arc<str>> {
     if let Some(MatchedRoute(route)) = req.extensions().get::<MatchedRoute>() {
         return Some(route.clone());
     }

@@ -18,8 +18,7 @@
 //!   removes it).
 //!
 //! ```
-//! use axum::body::Body;
-//! use http::{Request, StatusCode};
+//! //! use http::{Request, StatusCode};
 //! use portcullis::authz::{has_role, public};
 //! use portcullis::context::RequestContextLayer;
 //! use portcullis::routing::{SecureRouter, get};
@@ -53,15 +52,22 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use axum::Router;
+use axum::extract::Request;
 use axum::handler::Handler;
+use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter};
 use http::HeaderValue;
+use pin_project_lite::pin_project;
 
-use crate::authz::guard::{AuthzConfig, PolicyGuardLayer};
+use crate::authz::guard::{AuthzConfig, authorize, route_of};
 use crate::authz::{Rbac, SharedPolicy};
+use crate::context::MatchedRoute;
 use crate::error::ConfigError;
 use crate::rejection::Rejection;
 use crate::validate::hygiene::RequestHygieneLayer;
@@ -99,9 +105,19 @@ impl RouteMethod {
     }
 }
 
+/// What every guarded handler of a router is built with: the outermost router's authorization
+/// configuration and request hygiene.
+struct GuardSettings {
+    config: Arc<AuthzConfig>,
+    hygiene: Option<RequestHygieneLayer>,
+}
+
+/// Builds one method's axum route once the router's [`GuardSettings`] are known.
+type BuildRoute<S> = Box<dyn FnOnce(&GuardSettings) -> MethodRouter<S> + Send + Sync>;
+
 /// The methods of one path, each with its handler and policy.
 pub struct SecureMethodRouter<S = ()> {
-    methods: Vec<(RouteMethod, SharedPolicy, MethodRouter<S>)>,
+    methods: Vec<(RouteMethod, SharedPolicy, BuildRoute<S>)>,
     errors: Vec<String>,
 }
 
@@ -164,9 +180,20 @@ impl<S: Clone + Send + Sync + 'static> SecureMethodRouter<S> {
                 .push(format!("{} declared twice for one path", method.name()));
             return self;
         }
-        let route = axum::routing::on(method.filter(), handler)
-            .route_layer(PolicyGuardLayer::new(policy.clone()));
-        self.methods.push((method, policy, route));
+        let guard_policy = policy.clone();
+        let build: BuildRoute<S> = Box::new(move |settings: &GuardSettings| {
+            let guarded = GuardedHandler {
+                handler,
+                guard: Arc::new(HandlerGuard {
+                    policy: guard_policy,
+                    config: settings.config.clone(),
+                    hygiene: settings.hygiene.clone(),
+                    route: OnceLock::new(),
+                }),
+            };
+            axum::routing::on(method.filter(), guarded)
+        });
+        self.methods.push((method, policy, build));
         self
     }
 
@@ -195,19 +222,26 @@ impl<S: Clone + Send + Sync + 'static> SecureMethodRouter<S> {
         HeaderValue::from_str(&names.join(", ")).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
-    fn into_method_router(self) -> MethodRouter<S> {
+    fn into_method_router(self, settings: &GuardSettings) -> MethodRouter<S> {
         let allow = self.allow_header();
         let mut merged: Option<MethodRouter<S>> = None;
-        for (_, _, route) in self.methods {
+        for (_, _, build) in self.methods {
+            let route = build(settings);
             merged = Some(match merged {
                 None => route,
                 // Methods are unique per path (checked in `add`), so merging cannot overlap.
                 Some(previous) => previous.merge(route),
             });
         }
-        merged.unwrap_or_default().fallback(move || {
+        let hygiene = settings.hygiene.clone();
+        merged.unwrap_or_default().fallback(move |req: Request| {
+            let refusal = hygiene_refusal(hygiene.as_ref(), &req);
             let allow = allow.clone();
-            async move { Rejection::method_not_allowed(allow) }
+            async move {
+                refusal.unwrap_or_else(|| {
+                    Rejection::method_not_allowed(allow).into_deferred_response()
+                })
+            }
         })
     }
 }
@@ -370,13 +404,13 @@ impl<S: Clone + Send + Sync + 'static> SecureRouter<S> {
         }
     }
 
-    fn into_axum(self) -> Router<S> {
+    fn into_axum(self, settings: &GuardSettings) -> Router<S> {
         let mut router = Router::new();
         for (path, methods) in self.routes {
-            router = router.route(&path, methods.into_method_router());
+            router = router.route(&path, methods.into_method_router(settings));
         }
         for (prefix, nested) in self.nested {
-            router = router.nest(&prefix, nested.into_axum());
+            router = router.nest(&prefix, nested.into_axum(settings));
         }
         router
     }
@@ -402,16 +436,145 @@ impl<S: Clone + Send + Sync + 'static> SecureRouter<S> {
                 errors.join("; ")
             )));
         }
-        let config = Arc::new(self.config.clone());
-        let hygiene = self.hygiene.clone();
-        let router = self
-            .into_axum()
-            .fallback(|| async { Rejection::not_found() })
-            .layer(axum::Extension(config));
-        // Outermost, so it also covers the fallback: nothing past it sees a refused request.
-        Ok(match hygiene {
-            Some(hygiene) => router.layer(hygiene),
-            None => router,
-        })
+        // Each handler is built with the guard, the configuration and the hygiene checks
+        // rather than wrapped in `Router::layer`/`route_layer` levels: axum boxes every such
+        // level and clones the boxes for each request.
+        let settings = GuardSettings {
+            config: Arc::new(self.config.clone()),
+            hygiene: self.hygiene.clone(),
+        };
+        let hygiene = settings.hygiene.clone();
+        Ok(self
+            .into_axum(&settings)
+            .fallback(move |req: Request| {
+                let refusal = hygiene_refusal(hygiene.as_ref(), &req);
+                async move {
+                    refusal.unwrap_or_else(|| Rejection::not_found().into_deferred_response())
+                }
+            }))
+    }
+}
+
+/// The hygiene refusal for `req`, if the checks are on and it fails them. Checked in every
+/// handler and fallback before anything else, so no handler sees a refused request.
+fn hygiene_refusal(hygiene: Option<&RequestHygieneLayer>, req: &Request) -> Option<Response> {
+    let hygiene = hygiene?;
+    // Nested routers see the path without their prefix; the client sent the original.
+    let uri = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or(req.uri(), |original| &original.0);
+    hygiene
+        .check_parts(req.method(), uri, req.headers())
+        .err()
+        .map(Rejection::into_deferred_response)
+}
+
+/// A route's guard: hygiene, then the policy on the matched route template.
+struct HandlerGuard {
+    policy: SharedPolicy,
+    config: Arc<AuthzConfig>,
+    hygiene: Option<RequestHygieneLayer>,
+    /// The template this route matched last time (see `route_of`).
+    route: OnceLock<Arc<str>>,
+}
+
+/// A handler behind its guard. Being a [`Handler`] itself, it costs axum no extra boxed route
+/// level per request, unlike a `route_layer`.
+struct GuardedHandler<H> {
+    handler: H,
+    guard: Arc<HandlerGuard>,
+}
+
+impl<H: Clone> Clone for GuardedHandler<H> {
+    fn clone(&self) -> Self {
+        Self {
+            handler: self.handler.clone(),
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+impl<H, T, S> Handler<T, S> for GuardedHandler<H>
+where
+    H: Handler<T, S>,
+    T: 'static,
+    S: Send + Sync + 'static,
+{
+    type Future = GuardedFuture<H::Future>;
+
+    fn call(self, req: Request, state: S) -> Self::Future {
+        let guard = &self.guard;
+        if let Some(refusal) = hygiene_refusal(guard.hygiene.as_ref(), &req) {
+            return GuardedFuture::denied(refusal);
+        }
+        let Some(route) = route_of(&req, &guard.route) else {
+            let rejection = Rejection::forbidden("no matched route to authorize")
+                .with_policy_id(guard.policy.id().clone());
+            return GuardedFuture::denied(rejection.into_deferred_response());
+        };
+        match authorize(&guard.policy, Some(&guard.config), route, req) {
+            Ok((req, route)) => GuardedFuture::allowed(self.handler.call(req, state), route),
+            Err(response) => GuardedFuture::denied(response),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of a guarded handler.
+    struct GuardedFuture<F> {
+        #[pin]
+        state: GuardedState<F>,
+    }
+}
+
+pin_project! {
+    #[project = GuardedStateProj]
+    enum GuardedState<F> {
+        Allowed { #[pin] future: F, route: Option<MatchedRoute> },
+        Denied { response: Option<Response> },
+    }
+}
+
+impl<F> GuardedFuture<F> {
+    fn allowed(future: F, route: MatchedRoute) -> Self {
+        Self {
+            state: GuardedState::Allowed {
+                future,
+                route: Some(route),
+            },
+        }
+    }
+    fn denied(response: Response) -> Self {
+        Self {
+            state: GuardedState::Denied {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F: Future<Output = Response>> Future for GuardedFuture<F> {
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        match self.project().state.project() {
+            GuardedStateProj::Allowed { future, route } => {
+                let mut response = std::task::ready!(future.poll(cx));
+                // The audit event at the edge names the route from the response.
+                if let Some(route) = route.take() {
+                    response.extensions_mut().insert(route);
+                }
+                Poll::Ready(response)
+            }
+            GuardedStateProj::Denied { response } => Poll::Ready(
+                // Polled again after completion, which callers must not do: answer with a
+                // fresh refusal rather than panic.
+                response.take().unwrap_or_else(|| {
+                    Rejection::forbidden("response future polled after completion")
+                        .into_deferred_response()
+                }),
+            ),
+        }
     }
 }

@@ -261,21 +261,26 @@ impl RequestHygieneLayer {
 
     /// Checks one request; `Err` carries the refusal.
     pub fn check<B>(&self, req: &Request<B>) -> Result<(), Rejection> {
+        self.check_parts(req.method(), req.uri(), req.headers())
+    }
+
+    /// [`check`](Self::check) on a request's method, URI and headers.
+    pub(crate) fn check_parts(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> Result<(), Rejection> {
         let limits = &self.limits;
         let refuse = |detail: String| Err(Rejection::new(RejectionKind::BadRequest, detail));
-        if !limits.methods.contains(req.method()) {
-            return refuse(format!(
-                "method {} not accepted",
-                truncate_method(req.method())
-            ));
+        if !limits.methods.contains(method) {
+            return refuse(format!("method {} not accepted", truncate_method(method)));
         }
-        let uri = req.uri();
         let uri_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len())
             + uri.authority().map_or(0, |a| a.as_str().len());
         if uri_len > limits.max_uri_len {
             return refuse(format!("URI of {uri_len} bytes above the limit"));
         }
-        let headers = req.headers();
         if headers.len() > limits.max_headers {
             return refuse(format!("{} header fields above the limit", headers.len()));
         }
@@ -294,7 +299,7 @@ impl RequestHygieneLayer {
         }
         if limits.check_paths {
             let path = uri.path();
-            let asterisk = path == "*" && req.method() == Method::OPTIONS;
+            let asterisk = path == "*" && method == Method::OPTIONS;
             if !asterisk && let Err(issue) = check_path(path) {
                 return refuse(format!("ambiguous path: {issue}"));
             }

@@ -261,6 +261,45 @@ async fn encodings_and_trailing_slashes_do_not_dodge_the_guard() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Nested routers see their path without the prefix; the hygiene checks still see the whole
+/// path the client sent, prefix parameters included.
+#[tokio::test]
+async fn hygiene_sees_the_full_path_of_nested_routes() {
+    let tenant = SecureRouter::new().route("/docs/{id}", get(|| async { "doc" }, public()));
+    let router = SecureRouter::new()
+        .nest("/t/{tenant}", tenant)
+        .into_router()
+        .expect("valid routes");
+    let app = secure(router, jwt());
+    let (parts, body) = send(&app, request(&Method::GET, "/t/acme/docs/1", &[])).await;
+    check_success(&parts, &body, StatusCode::OK).unwrap();
+    let mut failures = Vec::new();
+    for path in [
+        "/t/a%2Fb/docs/1",
+        "/t/a;x/docs/1",
+        "/t/%2e%2e/docs/1",
+        "/t/acme/docs/%2e%2e",
+    ] {
+        let (parts, body) = send(&app, request(&Method::GET, path, &[])).await;
+        if let Err(problem) = check_refusal(&parts, &body, Refusal::BadRequest, &[]) {
+            failures.push(format!("GET {path}: {problem}"));
+        }
+    }
+    // Unknown methods are refused by hygiene (400), unlisted known ones with 405.
+    let (parts, _) = send(&app, request(&Method::DELETE, "/t/acme/docs/1", &[])).await;
+    assert_eq!(parts.status, StatusCode::METHOD_NOT_ALLOWED);
+    let odd = Method::from_bytes(b"PROPFIND").unwrap();
+    let (parts, body) = send(&app, request(&odd, "/t/acme/docs/1", &[])).await;
+    if let Err(problem) = check_refusal(&parts, &body, Refusal::BadRequest, &[]) {
+        failures.push(format!("PROPFIND: {problem}"));
+    }
+    let (parts, body) = send(&app, request(&odd, "/nowhere", &[])).await;
+    if let Err(problem) = check_refusal(&parts, &body, Refusal::BadRequest, &[]) {
+        failures.push(format!("PROPFIND /nowhere: {problem}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Policies see the matched template and decoded parameters, never the raw path.
 #[tokio::test]
 async fn policies_see_the_template_not_the_raw_path() {
