@@ -1,5 +1,10 @@
 //! Request hygiene: refuse requests whose target or header section different components would
-//! read differently, before any router, guard or handler sees them.
+//! read differently, before any guard or handler sees them.
+//!
+//! As a layer, [`RequestHygieneLayer`] checks every request before the service it wraps.
+//! [`SecureRouter`](crate::routing::SecureRouter) applies the same checks by default inside
+//! each route's handler and in its fallbacks, first thing, on the URI the client sent (nested
+//! prefixes included): routing has matched by then, but nothing has read the request.
 //!
 //! A path such as `/api%2Fadmin`, `/api/..;/admin`, `/static/%2e%2e/secret` or `/a\b` is read one
 //! way by a proxy, another by the router and a third by a file-serving handler; the classic
@@ -23,8 +28,8 @@
 //! Over-long URIs and header sections are refused with 400 (`BadRequest`), the generic client
 //! error RFC 9110 allows for any malformed request; 413 is kept for bodies, since a client that
 //! gets it shrinks the body, which would not help. Unknown methods get 400 rather than 405,
-//! because 405 must list the resource's methods in `Allow`, which this layer (running before
-//! routing) does not know.
+//! because 405 must list the resource's methods in `Allow`, which a layer in front of routing
+//! does not know.
 //!
 //! ```
 //! use http::{Request, Response, StatusCode};

@@ -4,7 +4,8 @@
 //! - [`hygiene`] (always on, no feature): [`RequestHygieneLayer`](hygiene::RequestHygieneLayer)
 //!   refuses ambiguous paths (encoded slashes, dot segments, `;` parameters, NUL, invalid
 //!   UTF-8, backslashes), over-long URIs and headers, too many headers and unknown methods,
-//!   before routing. [`SecureRouter`](crate::routing::SecureRouter) installs it by default.
+//!   before a guard or handler sees them. [`SecureRouter`](crate::routing::SecureRouter) applies
+//!   it by default.
 //! - Feature `validate` (default): [`Valid`] extractors (`Valid<Json<T>>`, `Valid<Query<T>>`,
 //!   `Valid<Path<T>>`, `Valid<Form<T>>`) that deserialize, validate with
 //!   [garde](https://docs.rs/garde) and refuse with 400/413/415/422 problem documents whose
