@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -63,6 +63,13 @@ use crate::rejection::{Rejection, RejectionKind, is_grpc};
 
 /// The request id header set on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// [`REQUEST_ID_HEADER`] as a ready name: inserting a header by `&str` parses the name and, for
+/// a header that is not in the map yet, copies it into a new allocation on every response.
+const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+
+/// W3C Trace Context's header, read for the audit event's trace id.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// A unique id for one request: 32 lowercase hex digits, a random per-process prefix and a
 /// keyed permutation of a counter, so ids never repeat within a process, practically never
@@ -99,6 +106,11 @@ impl RequestId {
             .iter()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
             .then_some(RequestId(bytes))
+    }
+
+    /// The id as a header value (it is made of hex digits only, always a valid value).
+    fn header_value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(&self.0).ok()
     }
 
     /// The id as text.
@@ -161,19 +173,27 @@ pub struct RequestContext {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchedRoute(pub std::sync::Arc<str>);
 
+/// Where the client address came from.
+enum Source {
+    /// An outer layer's [`ClientIp`], already in the extensions.
+    Outer(IpAddr),
+    /// Derived here from the socket peer (and the resolver).
+    Derived(IpAddr),
+}
+
 fn client_ip(
     extensions: &http::Extensions,
     headers: &http::HeaderMap,
     resolver: Option<&ClientIpResolver>,
-) -> Option<IpAddr> {
+) -> Option<Source> {
     if let Some(ClientIp(ip)) = extensions.get::<ClientIp>() {
-        return Some(*ip);
+        return Some(Source::Outer(*ip));
     }
     let peer = peer_ip(extensions)?;
-    Some(match resolver {
+    Some(Source::Derived(match resolver {
         Some(resolver) => resolver.resolve(peer, headers),
         None => crate::client_ip::canonical(peer),
-    })
+    }))
 }
 
 pub(crate) fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
@@ -314,18 +334,22 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let source = client_ip(req.extensions(), req.headers(), self.client_ip.as_deref());
         let context = RequestContext {
             request_id: RequestId::generate(),
             started: Instant::now(),
-            client_ip: client_ip(req.extensions(), req.headers(), self.client_ip.as_deref()),
+            client_ip: source.as_ref().map(|s| match s {
+                Source::Outer(ip) | Source::Derived(ip) => *ip,
+            }),
             grpc: is_grpc(req.headers()),
         };
-        if let Some(ip) = context.client_ip {
+        // An outer layer's `ClientIp` is already there for the later layers.
+        if let Some(Source::Derived(ip)) = source {
             req.extensions_mut().insert(ClientIp(ip));
         }
         let trace_id = req
             .headers()
-            .get("traceparent")
+            .get(TRACEPARENT)
             .and_then(|v| TraceId::from_traceparent(v.as_bytes()));
         if let Some(auditor) = &self.auditor {
             req.extensions_mut().insert(auditor.clone());
@@ -434,7 +458,7 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
             rendered_parts.extensions = std::mem::take(&mut parts.extensions);
             rendered_parts.extensions.insert(rejection.clone());
             // Keep the IETF rate-limit headers a limiter attached to its refusal.
-            for name in crate::ratelimit::REFUSAL_HEADERS {
+            for name in &crate::ratelimit::REFUSAL_HEADER_NAMES {
                 for value in parts.headers.get_all(name) {
                     rendered_parts.headers.append(name, value.clone());
                 }
@@ -449,8 +473,8 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
     {
         add_resource_metadata(response.headers_mut(), parameter);
     }
-    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    if let Some(value) = request_id.header_value() {
+        response.headers_mut().insert(REQUEST_ID, value);
     }
 
     let event = edge_event(&state, &response, rejection.as_ref(), duration);

@@ -38,8 +38,9 @@ pub const HTML_PERMISSIONS_POLICY: &str =
 /// Default HSTS lifetime: two years, as the preload list expects.
 pub const DEFAULT_HSTS_MAX_AGE: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
 
-/// Response-header banners removed from every response.
-const BANNERS: [&str; 2] = ["server", "x-powered-by"];
+/// Response-header banners removed from every response (ready names: removing by `&str` parses
+/// the name on every response).
+const BANNERS: [HeaderName; 2] = [header::SERVER, HeaderName::from_static("x-powered-by")];
 
 /// Which set of defaults a [`SecureHeadersLayer`] starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,8 +441,9 @@ struct Applied {
 impl Applied {
     fn apply(&self, headers: &mut HeaderMap) {
         let config = &self.config;
-        // One allocation instead of several rehashes as the map grows.
-        headers.reserve(config.fixed.len() + 2);
+        // One allocation instead of several rehashes as the map grows: the fixed headers, the
+        // policy and, over TLS, HSTS.
+        headers.reserve(config.fixed.len() + 1 + usize::from(self.tls));
         for (name, value, mode) in &config.fixed {
             match mode {
                 Mode::Replace => {
@@ -467,7 +469,7 @@ impl Applied {
                 headers.remove(header::STRICT_TRANSPORT_SECURITY);
             }
         }
-        for banner in BANNERS {
+        for banner in &BANNERS {
             headers.remove(banner);
         }
     }
