@@ -68,6 +68,9 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// a header that is not in the map yet, copies it into a new allocation on every response.
 const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
+/// How many request ids share one header-value buffer.
+const IDS_PER_BUFFER: usize = 64;
+
 /// W3C Trace Context's header, read for the audit event's trace id.
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
@@ -108,9 +111,34 @@ impl RequestId {
             .then_some(RequestId(bytes))
     }
 
-    /// The id as a header value (it is made of hex digits only, always a valid value).
+    /// The id as a header value (hex digits only: always a valid value).
+    ///
+    /// A header value owns its bytes, which would cost an allocation per response; instead the
+    /// ids are written one after the other into a per-thread buffer and each value shares it,
+    /// one allocation per [`IDS_PER_BUFFER`] responses. A buffer is freed when the last of its
+    /// values is.
     fn header_value(&self) -> Option<HeaderValue> {
-        HeaderValue::from_bytes(&self.0).ok()
+        thread_local! {
+            static BUFFER: std::cell::RefCell<bytes::BytesMut> =
+                std::cell::RefCell::new(bytes::BytesMut::new());
+        }
+        let shared = BUFFER
+            .try_with(|buffer| {
+                // Not re-entered (nothing below calls back here); stay correct if it were.
+                let mut buffer = buffer.try_borrow_mut().ok()?;
+                if buffer.capacity() < self.0.len() {
+                    *buffer = bytes::BytesMut::with_capacity(self.0.len() * IDS_PER_BUFFER);
+                }
+                buffer.extend_from_slice(&self.0);
+                Some(buffer.split().freeze())
+            })
+            .ok()
+            .flatten();
+        match shared {
+            Some(bytes) => HeaderValue::from_maybe_shared(bytes).ok(),
+            // Thread shutting down: an owned copy.
+            None => HeaderValue::from_bytes(&self.0).ok(),
+        }
     }
 
     /// The id as text.
@@ -651,6 +679,29 @@ mod tests {
         use http_body_util::BodyExt;
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn request_id_header_values_match_the_text() {
+        // More ids than one buffer holds, kept alive across buffers, each its own value.
+        let ids: Vec<RequestId> = (0..3 * IDS_PER_BUFFER + 5)
+            .map(|_| RequestId::generate())
+            .collect();
+        let values: Vec<HeaderValue> = ids.iter().map(|id| id.header_value().unwrap()).collect();
+        for (id, value) in ids.iter().zip(&values) {
+            // What the previous implementation produced.
+            assert_eq!(value, &HeaderValue::from_str(id.as_str()).unwrap());
+            assert_eq!(value.len(), 32);
+        }
+        // On another thread, too (its own buffer).
+        let id = RequestId::generate();
+        let value = std::thread::spawn(move || id.header_value().unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(value.to_str().unwrap(), id.as_str());
+        drop(ids);
+        // Values outlive the ids and one another.
+        assert!(values.iter().all(|v| v.len() == 32));
     }
 
     #[test]
