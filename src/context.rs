@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -63,6 +63,16 @@ use crate::rejection::{Rejection, RejectionKind, is_grpc};
 
 /// The request id header set on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// [`REQUEST_ID_HEADER`] as a ready name: inserting a header by `&str` parses the name and, for
+/// a header that is not in the map yet, copies it into a new allocation on every response.
+const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+
+/// How many request ids share one header-value buffer.
+const IDS_PER_BUFFER: usize = 64;
+
+/// W3C Trace Context's header, read for the audit event's trace id.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// A unique id for one request: 32 lowercase hex digits, a random per-process prefix and a
 /// keyed permutation of a counter, so ids never repeat within a process, practically never
@@ -99,6 +109,36 @@ impl RequestId {
             .iter()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
             .then_some(RequestId(bytes))
+    }
+
+    /// The id as a header value (hex digits only: always a valid value).
+    ///
+    /// A header value owns its bytes, which would cost an allocation per response; instead the
+    /// ids are written one after the other into a per-thread buffer and each value shares it,
+    /// one allocation per [`IDS_PER_BUFFER`] responses. A buffer is freed when the last of its
+    /// values is.
+    fn header_value(&self) -> Option<HeaderValue> {
+        thread_local! {
+            static BUFFER: std::cell::RefCell<bytes::BytesMut> =
+                std::cell::RefCell::new(bytes::BytesMut::new());
+        }
+        let shared = BUFFER
+            .try_with(|buffer| {
+                // Not re-entered (nothing below calls back here); stay correct if it were.
+                let mut buffer = buffer.try_borrow_mut().ok()?;
+                if buffer.capacity() < self.0.len() {
+                    *buffer = bytes::BytesMut::with_capacity(self.0.len() * IDS_PER_BUFFER);
+                }
+                buffer.extend_from_slice(&self.0);
+                Some(buffer.split().freeze())
+            })
+            .ok()
+            .flatten();
+        match shared {
+            Some(bytes) => HeaderValue::from_maybe_shared(bytes).ok(),
+            // Thread shutting down: an owned copy.
+            None => HeaderValue::from_bytes(&self.0).ok(),
+        }
     }
 
     /// The id as text.
@@ -161,19 +201,27 @@ pub struct RequestContext {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchedRoute(pub std::sync::Arc<str>);
 
+/// Where the client address came from.
+enum Source {
+    /// An outer layer's [`ClientIp`], already in the extensions.
+    Outer(IpAddr),
+    /// Derived here from the socket peer (and the resolver).
+    Derived(IpAddr),
+}
+
 fn client_ip(
     extensions: &http::Extensions,
     headers: &http::HeaderMap,
     resolver: Option<&ClientIpResolver>,
-) -> Option<IpAddr> {
+) -> Option<Source> {
     if let Some(ClientIp(ip)) = extensions.get::<ClientIp>() {
-        return Some(*ip);
+        return Some(Source::Outer(*ip));
     }
     let peer = peer_ip(extensions)?;
-    Some(match resolver {
+    Some(Source::Derived(match resolver {
         Some(resolver) => resolver.resolve(peer, headers),
         None => crate::client_ip::canonical(peer),
-    })
+    }))
 }
 
 pub(crate) fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
@@ -314,18 +362,22 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let source = client_ip(req.extensions(), req.headers(), self.client_ip.as_deref());
         let context = RequestContext {
             request_id: RequestId::generate(),
             started: Instant::now(),
-            client_ip: client_ip(req.extensions(), req.headers(), self.client_ip.as_deref()),
+            client_ip: source.as_ref().map(|s| match s {
+                Source::Outer(ip) | Source::Derived(ip) => *ip,
+            }),
             grpc: is_grpc(req.headers()),
         };
-        if let Some(ip) = context.client_ip {
+        // An outer layer's `ClientIp` is already there for the later layers.
+        if let Some(Source::Derived(ip)) = source {
             req.extensions_mut().insert(ClientIp(ip));
         }
         let trace_id = req
             .headers()
-            .get("traceparent")
+            .get(TRACEPARENT)
             .and_then(|v| TraceId::from_traceparent(v.as_bytes()));
         if let Some(auditor) = &self.auditor {
             req.extensions_mut().insert(auditor.clone());
@@ -434,7 +486,7 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
             rendered_parts.extensions = std::mem::take(&mut parts.extensions);
             rendered_parts.extensions.insert(rejection.clone());
             // Keep the IETF rate-limit headers a limiter attached to its refusal.
-            for name in crate::ratelimit::REFUSAL_HEADERS {
+            for name in &crate::ratelimit::REFUSAL_HEADER_NAMES {
                 for value in parts.headers.get_all(name) {
                     rendered_parts.headers.append(name, value.clone());
                 }
@@ -449,8 +501,8 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
     {
         add_resource_metadata(response.headers_mut(), parameter);
     }
-    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    if let Some(value) = request_id.header_value() {
+        response.headers_mut().insert(REQUEST_ID, value);
     }
 
     let event = edge_event(&state, &response, rejection.as_ref(), duration);
@@ -627,6 +679,29 @@ mod tests {
         use http_body_util::BodyExt;
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn request_id_header_values_match_the_text() {
+        // More ids than one buffer holds, kept alive across buffers, each its own value.
+        let ids: Vec<RequestId> = (0..3 * IDS_PER_BUFFER + 5)
+            .map(|_| RequestId::generate())
+            .collect();
+        let values: Vec<HeaderValue> = ids.iter().map(|id| id.header_value().unwrap()).collect();
+        for (id, value) in ids.iter().zip(&values) {
+            // What the previous implementation produced.
+            assert_eq!(value, &HeaderValue::from_str(id.as_str()).unwrap());
+            assert_eq!(value.len(), 32);
+        }
+        // On another thread, too (its own buffer).
+        let id = RequestId::generate();
+        let value = std::thread::spawn(move || id.header_value().unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(value.to_str().unwrap(), id.as_str());
+        drop(ids);
+        // Values outlive the ids and one another.
+        assert!(values.iter().all(|v| v.len() == 32));
     }
 
     #[test]

@@ -38,8 +38,9 @@ pub const HTML_PERMISSIONS_POLICY: &str =
 /// Default HSTS lifetime: two years, as the preload list expects.
 pub const DEFAULT_HSTS_MAX_AGE: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
 
-/// Response-header banners removed from every response.
-const BANNERS: [&str; 2] = ["server", "x-powered-by"];
+/// Response-header banners removed from every response (ready names: removing by `&str` parses
+/// the name on every response).
+const BANNERS: [HeaderName; 2] = [header::SERVER, HeaderName::from_static("x-powered-by")];
 
 /// Which set of defaults a [`SecureHeadersLayer`] starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,14 +441,27 @@ struct Applied {
 impl Applied {
     fn apply(&self, headers: &mut HeaderMap) {
         let config = &self.config;
-        // One allocation instead of several rehashes as the map grows.
-        headers.reserve(config.fixed.len() + 2);
-        for (name, value, mode) in &config.fixed {
-            match mode {
-                Mode::Replace => {
+        // Which of the names this layer touches the handler set: one pass over the response's
+        // few headers instead of a lookup per name, so absent names are added without a
+        // lookup first and absent banners are not searched for.
+        let mut present = Present::default();
+        for name in headers.keys() {
+            present.note(name, &config.fixed);
+        }
+        // One allocation instead of several rehashes as the map grows: the fixed headers, the
+        // policy and, over TLS, HSTS.
+        headers.reserve(config.fixed.len() + 1 + usize::from(self.tls));
+        for (i, (name, value, mode)) in config.fixed.iter().enumerate() {
+            match (present.fixed(i), mode) {
+                (Some(false), _) => {
+                    headers.append(name.clone(), value.clone());
+                }
+                (Some(true) | None, Mode::Replace) => {
                     headers.insert(name.clone(), value.clone());
                 }
-                Mode::KeepHandler => {
+                // The handler's value is kept.
+                (Some(true), Mode::KeepHandler) => {}
+                (None, Mode::KeepHandler) => {
                     headers.entry(name).or_insert_with(|| value.clone());
                 }
             }
@@ -464,12 +478,50 @@ impl Applied {
             }
             // HSTS over cleartext is ignored by browsers (RFC 6797 §8.1) and wrong to send.
             _ => {
-                headers.remove(header::STRICT_TRANSPORT_SECURITY);
+                if present.hsts {
+                    headers.remove(header::STRICT_TRANSPORT_SECURITY);
+                }
             }
         }
-        for banner in BANNERS {
-            headers.remove(banner);
+        if present.banner {
+            for banner in &BANNERS {
+                headers.remove(banner);
+            }
         }
+    }
+}
+
+/// Which of the names [`Applied::apply`] touches a response already has.
+#[derive(Default)]
+struct Present {
+    /// Bit `i`: the name of `fixed[i]`.
+    fixed: u64,
+    hsts: bool,
+    banner: bool,
+}
+
+impl Present {
+    fn note(&mut self, name: &HeaderName, fixed: &[(HeaderName, HeaderValue, Mode)]) {
+        if let Some(i) = fixed.iter().position(|(fixed, _, _)| fixed == name) {
+            // `fixed` has at most seven entries (the base headers and two HTML ones); past 64,
+            // `fixed(i)` answers "unsure" and the name is looked up.
+            if let Some(bit) = Self::bit(i) {
+                self.fixed |= bit;
+            }
+        } else if name == header::STRICT_TRANSPORT_SECURITY {
+            self.hsts = true;
+        } else if BANNERS.contains(name) {
+            self.banner = true;
+        }
+    }
+
+    fn bit(i: usize) -> Option<u64> {
+        u32::try_from(i).ok().and_then(|i| 1u64.checked_shl(i))
+    }
+
+    /// Whether the name of `fixed[i]` is present; `None` when this cannot tell.
+    fn fixed(&self, i: usize) -> Option<bool> {
+        Self::bit(i).map(|bit| self.fixed & bit != 0)
     }
 }
 
@@ -683,6 +735,99 @@ mod tests {
         assert_eq!(response.headers()["x-content-type-options"], "nosniff");
         assert_eq!(response.headers()["content-security-policy"], API_CSP);
         assert_eq!(response.headers()["x-frame-options"], "DENY");
+    }
+
+    /// The implementation before the one-pass scan: a lookup per name.
+    fn reference_apply(applied: &Applied, headers: &mut HeaderMap) {
+        let config = &applied.config;
+        headers.reserve(config.fixed.len() + 2);
+        for (name, value, mode) in &config.fixed {
+            match mode {
+                Mode::Replace => {
+                    headers.insert(name.clone(), value.clone());
+                }
+                Mode::KeepHandler => {
+                    headers.entry(name).or_insert_with(|| value.clone());
+                }
+            }
+        }
+        headers.append(
+            header::CONTENT_SECURITY_POLICY,
+            config.csp.value(applied.nonce.as_ref()),
+        );
+        match (&config.hsts, applied.tls) {
+            (Some(hsts), true) => {
+                headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+            }
+            _ => {
+                headers.remove(header::STRICT_TRANSPORT_SECURITY);
+            }
+        }
+        for banner in ["server", "x-powered-by"] {
+            headers.remove(banner);
+        }
+    }
+
+    #[test]
+    fn apply_matches_the_reference_for_every_handler_header_set() {
+        let names = [
+            "content-type",
+            "x-content-type-options",
+            "cache-control",
+            "referrer-policy",
+            "cross-origin-resource-policy",
+            "x-frame-options",
+            "cross-origin-opener-policy",
+            "permissions-policy",
+            "content-security-policy",
+            "strict-transport-security",
+            "server",
+            "x-powered-by",
+        ];
+        let layers = [
+            SecureHeadersLayer::api(),
+            SecureHeadersLayer::html(),
+            SecureHeadersLayer::builder(Profile::Api)
+                .insecure_without_hsts()
+                .build()
+                .unwrap(),
+        ];
+        let mut checked = 0;
+        for layer in &layers {
+            let config = layer.config.clone().unwrap();
+            for tls in [false, true] {
+                let applied = Applied {
+                    config: config.clone(),
+                    nonce: CspNonce::generate(),
+                    tls,
+                };
+                // Every subset of the names, some with two values, in a rotating order.
+                for set in 0u32..(1 << names.len()) {
+                    let mut handler = HeaderMap::new();
+                    for k in 0..names.len() {
+                        let i = (k + set as usize) % names.len();
+                        if set & (1 << i) != 0 {
+                            handler.append(names[i], HeaderValue::from_static("handler"));
+                            if (set >> 3) & 1 == 1 {
+                                handler.append(names[i], HeaderValue::from_static("second"));
+                            }
+                        }
+                    }
+                    let mut expected = handler.clone();
+                    reference_apply(&applied, &mut expected);
+                    let mut actual = handler;
+                    applied.apply(&mut actual);
+                    let list = |map: &HeaderMap| -> Vec<(String, String)> {
+                        map.iter()
+                            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                            .collect()
+                    };
+                    assert_eq!(list(&actual), list(&expected), "set {set:b} tls {tls}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 3 * 2 * (1 << names.len()));
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::Response;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use pin_project_lite::pin_project;
 
 use crate::ratelimit::lockout::Observer;
@@ -19,6 +19,12 @@ use crate::rejection::{Rejection, RejectionKind};
 pub(crate) const POLICY_HEADER: &str = "ratelimit-policy";
 /// The `RateLimit` header name.
 pub(crate) const STATE_HEADER: &str = "ratelimit";
+/// The header names ready to use: appending by `&str` parses the name and copies it into a new
+/// allocation whenever the header is not in the map yet.
+pub(crate) const NAMES: [HeaderName; 2] = [
+    HeaderName::from_static(POLICY_HEADER),
+    HeaderName::from_static(STATE_HEADER),
+];
 
 /// What to do with the inner service's response.
 pub(crate) enum Finish {
@@ -56,8 +62,9 @@ pub(crate) fn take_ready<S: Clone>(slot: &mut S) -> S {
 }
 
 pub(crate) fn append(headers: &mut http::HeaderMap, policy: HeaderValue, state: HeaderValue) {
-    headers.append(POLICY_HEADER, policy);
-    headers.append(STATE_HEADER, state);
+    let [policy_name, state_name] = NAMES;
+    headers.append(policy_name, policy);
+    headers.append(state_name, state);
 }
 
 type BoxedResponse<F> = Pin<Box<dyn Future<Output = <F as Future>::Output> + Send>>;

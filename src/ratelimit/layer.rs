@@ -97,9 +97,17 @@ impl RateLimitKey {
         Self(KeyKind::Custom(Arc::new(extract)))
     }
 
+    /// Whether the key is read from the [`Principal`].
+    fn uses_principal(&self) -> bool {
+        matches!(self.0, KeyKind::Subject | KeyKind::ApiKeyId)
+    }
+
+    /// Hashes the request's key; `principal` is the request's [`Principal`] when
+    /// [`uses_principal`](Self::uses_principal) or a role tier needed it (looked up once).
     fn hash_into<H: Hasher>(
         &self,
         extensions: &http::Extensions,
+        principal: Option<&Principal>,
         parts: Option<&Parts>,
         h: &mut H,
     ) -> bool {
@@ -111,14 +119,14 @@ impl RateLimitKey {
                 }
                 true
             }
-            KeyKind::Subject => match extensions.get::<Principal>() {
+            KeyKind::Subject => match principal {
                 Some(p) => {
                     p.subject().hash(h);
                     true
                 }
                 None => false,
             },
-            KeyKind::ApiKeyId => match extensions.get::<Principal>().map(Principal::auth_method) {
+            KeyKind::ApiKeyId => match principal.map(Principal::auth_method) {
                 Some(AuthMethod::ApiKey { key_id }) => {
                     key_id.hash(h);
                     true
@@ -441,7 +449,13 @@ impl Config {
         extensions: &http::Extensions,
         parts: Option<&Parts>,
     ) -> Option<(usize, RateLimitDecision)> {
-        let principal = extensions.get::<Principal>();
+        // Only role tiers and principal keys need the principal: a per-IP limit without tiers
+        // skips the lookup.
+        let principal = if self.tiers.len() > 1 || self.key.uses_principal() {
+            extensions.get::<Principal>()
+        } else {
+            None
+        };
         let index = self.tiers.iter().position(|t| match (&t.role, principal) {
             (None, _) => true,
             (Some(role), Some(p)) => p.has_role(role),
@@ -450,7 +464,10 @@ impl Config {
         let tier = self.tiers.get(index)?;
         let mut hasher = self.store.hasher();
         index.hash(&mut hasher);
-        if !self.key.hash_into(extensions, parts, &mut hasher) {
+        if !self
+            .key
+            .hash_into(extensions, principal, parts, &mut hasher)
+        {
             return None;
         }
         let decision = self

@@ -103,6 +103,9 @@ pub use store::{MemoryStore, MemoryStoreBuilder};
 /// `RateLimit-Policy` and `RateLimit`.
 pub const REFUSAL_HEADERS: [&str; 2] = [future::POLICY_HEADER, future::STATE_HEADER];
 
+/// [`REFUSAL_HEADERS`] as ready header names.
+pub(crate) use future::NAMES as REFUSAL_HEADER_NAMES;
+
 /// How many requests a key may make: `count` per `period`, with up to `burst` at once.
 ///
 /// ```
