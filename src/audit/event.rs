@@ -583,32 +583,57 @@ static ESCAPE: [u8; 256] = {
 /// Appends `value` as a JSON string (quotes and escapes).
 pub(crate) fn push_json_str(buf: &mut Vec<u8>, value: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = value.as_bytes();
-    buf.reserve(bytes.len() + 2);
+    let mut rest = value.as_bytes();
+    buf.reserve(rest.len() + 2);
     buf.push(b'"');
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape = ESCAPE[usize::from(b)];
-        if escape == 0 {
-            continue;
-        }
-        buf.extend_from_slice(&bytes[start..i]);
-        if escape == b'u' {
-            buf.extend_from_slice(&[
+    loop {
+        let clean = clean_prefix(rest);
+        buf.extend_from_slice(&rest[..clean]);
+        let Some((&b, tail)) = rest[clean..].split_first() else {
+            break;
+        };
+        match ESCAPE[usize::from(b)] {
+            b'u' => buf.extend_from_slice(&[
                 b'\\',
                 b'u',
                 b'0',
                 b'0',
                 HEX[usize::from(b >> 4)],
                 HEX[usize::from(b & 0xf)],
-            ]);
-        } else {
-            buf.extend_from_slice(&[b'\\', escape]);
+            ]),
+            escape => buf.extend_from_slice(&[b'\\', escape]),
         }
-        start = i + 1;
+        rest = tail;
     }
-    buf.extend_from_slice(&bytes[start..]);
     buf.push(b'"');
+}
+
+/// The length of the longest prefix of `bytes` that needs no escaping: eight bytes at a time,
+/// then byte by byte.
+fn clean_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Non-zero when some byte of `v` is below `n` (exact as to whether one is, for n <= 0x80).
+    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+    let mut clean = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let special = below(v, 0x20)
+            | below(v ^ (ONES * u64::from(b'"')), 1)
+            | below(v ^ (ONES * u64::from(b'\\')), 1)
+            | below(v ^ (ONES * 0x7f), 1);
+        if special != 0 {
+            break;
+        }
+        clean += 8;
+    }
+    clean
+        + bytes[clean..]
+            .iter()
+            .position(|&b| ESCAPE[usize::from(b)] != 0)
+            .unwrap_or(bytes.len() - clean)
 }
 
 /// The decimal digits of `n` at the end of `digits`; returns where they start.
@@ -1079,13 +1104,51 @@ mod tests {
             "é ü 日本 😀",
             "</script>",
             all_bytes.as_str(),
-        ] {
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(
+            // Every special byte at every offset of the word-at-a-time scan, beside
+            // multi-byte characters.
+            (0u8..0x80)
+                .filter(|b| ESCAPE[usize::from(*b)] != 0)
+                .flat_map(|b| {
+                    (0..20).map(move |at| {
+                        let mut s = "abcdefgh-é-ü-ijklmnopq".repeat(2);
+                        let mut at = at;
+                        while !s.is_char_boundary(at) {
+                            at += 1;
+                        }
+                        s.insert(at, char::from(b));
+                        s.push(char::from(b));
+                        s
+                    })
+                }),
+        )
+        .chain((0..20).map(|n| "ÿ~".repeat(n)))
+        {
+            let s = s.as_str();
             let (mut new, mut old) = (Vec::new(), Vec::new());
             push_json_str(&mut new, s);
             previous::push_json_str(&mut old, s);
             assert_eq!(new, old, "{s:?}");
             let back: String = serde_json::from_slice(&new).unwrap();
             assert_eq!(back, s);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_escapes_as_before(
+            s in proptest::prelude::any::<String>(),
+            ascii in "[\\x00-\\x7f]{0,40}",
+        ) {
+            for s in [s.as_str(), ascii.as_str()] {
+                let (mut new, mut old) = (Vec::new(), Vec::new());
+                push_json_str(&mut new, s);
+                previous::push_json_str(&mut old, s);
+                proptest::prop_assert_eq!(new, old);
+            }
         }
     }
 

@@ -319,6 +319,7 @@ impl JsonLinesSinkBuilder {
             buf: Vec::with_capacity(BATCH_BYTES + 4096),
             pending: 0,
             reported_dropped: 0,
+            reported_depth: None,
         };
         let thread = std::thread::Builder::new()
             .name("portcullis-audit".into())
@@ -351,17 +352,27 @@ struct Writer {
     /// Event lines in `buf`.
     pending: u64,
     reported_dropped: u64,
+    /// The queue depth last given to the gauge, so an idle writer does not set it to zero
+    /// again on every poll.
+    reported_depth: Option<u64>,
 }
 
 impl Writer {
     /// Sets the queue-depth gauge: events handed over but not yet processed.
-    fn report_depth(&self) {
+    fn report_depth(&mut self) {
         let c = &self.counters;
-        super::metrics::audit_queue_depth(
-            c.enqueued
-                .load(Ordering::Relaxed)
-                .saturating_sub(c.processed.load(Ordering::Relaxed)),
-        );
+        let depth = c
+            .enqueued
+            .load(Ordering::Relaxed)
+            .saturating_sub(c.processed.load(Ordering::Relaxed));
+        self.set_depth(depth);
+    }
+
+    fn set_depth(&mut self, depth: u64) {
+        if self.reported_depth != Some(depth) {
+            self.reported_depth = Some(depth);
+            super::metrics::audit_queue_depth(depth);
+        }
     }
 
     fn run(mut self) {
@@ -381,7 +392,7 @@ impl Writer {
                 Err(TryRecvError::Empty) => {
                     let _ = self.write_out();
                     self.report_loss();
-                    super::metrics::audit_queue_depth(0);
+                    self.set_depth(0);
                     if idle < IDLE_POLLS {
                         idle += 1;
                         std::thread::sleep(POLL);
