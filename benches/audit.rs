@@ -88,6 +88,15 @@ fn enqueue(c: &mut Criterion) {
     group.bench_function("format_line_on_writer_thread", |b| {
         b.iter(|| black_box(template.to_json()));
     });
+    // What the writer thread does: append to a batch buffer it reuses.
+    let mut line = Vec::with_capacity(1024);
+    group.bench_function("format_line_into_reused_buffer", |b| {
+        b.iter(|| {
+            line.clear();
+            black_box(&template).write_json(&mut line);
+            black_box(line.len())
+        });
+    });
     group.finish();
 }
 

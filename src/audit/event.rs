@@ -398,93 +398,125 @@ impl AuditEvent {
     /// The event as one JSON object (no trailing newline).
     pub fn to_json(&self) -> String {
         let mut buf = Vec::with_capacity(384);
-        self.write_json_fields(&mut buf);
-        buf.push(b'}');
+        self.write_json(&mut buf);
         // Only valid UTF-8 (JSON text) is ever written into the buffer.
         String::from_utf8(buf).unwrap_or_default()
     }
 
+    /// Appends the event as one JSON object (no trailing newline) to `out`: the bytes of
+    /// [`to_json`](Self::to_json), without allocating when `out` has room.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.write_json_fields(out);
+        out.push(b'}');
+    }
+
     /// Writes `{` and every present field, without the closing brace, so a writer can append
     /// its own fields (the hash chain).
+    ///
+    /// The field names are fixed, so each is written with its separator and quotes as one
+    /// literal; `v` always comes first and opens the object.
     pub(crate) fn write_json_fields(&self, buf: &mut Vec<u8>) {
-        let mut w = JsonObject { buf, first: true };
-        w.raw("v", itoa(u64::from(SCHEMA_VERSION)).as_bytes());
-        w.string_raw("ts", &rfc3339(self.timestamp));
-        w.string_raw("event", self.event.as_str());
-        w.string_raw("level", self.severity.as_str());
+        buf.extend_from_slice(b"{\"v\":");
+        push_u64(buf, u64::from(SCHEMA_VERSION));
+        buf.extend_from_slice(b",\"ts\":\"");
+        push_rfc3339(buf, self.timestamp);
+        buf.extend_from_slice(b"\",\"event\":\"");
+        buf.extend_from_slice(self.event.as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"level\":\"");
+        buf.extend_from_slice(self.severity.as_str().as_bytes());
+        buf.push(b'"');
         if let Some(id) = &self.request_id {
-            w.string_raw("request_id", id.as_str());
+            buf.extend_from_slice(b",\"request_id\":\"");
+            buf.extend_from_slice(id.as_str().as_bytes());
+            buf.push(b'"');
         }
         if let Some(id) = &self.trace_id {
-            w.string_raw("trace_id", id.as_str());
+            buf.extend_from_slice(b",\"trace_id\":\"");
+            buf.extend_from_slice(&id.0);
+            buf.push(b'"');
         }
         if let Some(id) = &self.decision_id {
-            w.string("decision_id", id);
+            buf.extend_from_slice(b",\"decision_id\":");
+            push_json_str(buf, id);
         }
         if let Some(p) = &self.principal {
-            w.string("subject", p.subject());
-            w.string_raw(
-                "principal_kind",
-                match p.kind() {
-                    PrincipalKind::Service => "service",
-                    _ => "user",
-                },
-            );
+            buf.extend_from_slice(b",\"subject\":");
+            push_json_str(buf, p.subject());
+            buf.extend_from_slice(match p.kind() {
+                PrincipalKind::Service => b",\"principal_kind\":\"service\"",
+                _ => b",\"principal_kind\":\"user\"",
+            });
             if let Some(issuer) = p.issuer() {
-                w.string("issuer", issuer);
+                buf.extend_from_slice(b",\"issuer\":");
+                push_json_str(buf, issuer);
             }
-            w.string("auth_method", p.auth_method().name());
-            if let Some(key_id) = self.key_id() {
-                w.string("key_id", key_id);
+            let method = p.auth_method();
+            buf.extend_from_slice(b",\"auth_method\":");
+            push_json_str(buf, method.name());
+            let key_id = match method {
+                AuthMethod::Jwt { kid, .. } => kid.as_deref(),
+                AuthMethod::ApiKey { key_id } => Some(key_id.as_str()),
+                AuthMethod::Mtls { identity } => Some(identity.as_str()),
+                _ => None,
+            };
+            if let Some(key_id) = key_id {
+                buf.extend_from_slice(b",\"key_id\":");
+                push_json_str(buf, key_id);
             }
         }
         if let Some(ip) = &self.client_ip {
-            w.string_raw("client_ip", &ip.to_string());
+            buf.extend_from_slice(b",\"client_ip\":\"");
+            push_ip(buf, ip);
+            buf.push(b'"');
         }
         if let Some(method) = &self.method {
-            w.string("method", method.as_str());
+            buf.extend_from_slice(b",\"method\":");
+            push_json_str(buf, method.as_str());
         }
         if let Some(route) = &self.route {
-            w.string("route", route);
+            buf.extend_from_slice(b",\"route\":");
+            push_json_str(buf, route);
         }
         if let Some(path) = &self.path {
-            w.string("path", path);
+            buf.extend_from_slice(b",\"path\":");
+            push_json_str(buf, path);
         }
         if let Some(m) = &self.grpc_method {
-            w.string("grpc_method", m);
+            buf.extend_from_slice(b",\"grpc_method\":");
+            push_json_str(buf, m);
         }
         if let Some(status) = self.status {
-            w.raw("status", itoa(u64::from(status)).as_bytes());
+            buf.extend_from_slice(b",\"status\":");
+            push_u64(buf, u64::from(status));
         }
         if let Some(status) = self.grpc_status {
-            w.raw("grpc_status", itoa(u64::from(status)).as_bytes());
+            buf.extend_from_slice(b",\"grpc_status\":");
+            push_u64(buf, u64::from(status));
         }
-        if !self.policy_ids.is_empty() {
-            w.key("policy_ids");
-            w.buf.push(b'[');
-            for (i, id) in self.policy_ids.iter().enumerate() {
-                if i > 0 {
-                    w.buf.push(b',');
-                }
-                push_json_str(w.buf, id);
+        if let Some((first, rest)) = self.policy_ids.split_first() {
+            buf.extend_from_slice(b",\"policy_ids\":[");
+            push_json_str(buf, first);
+            for id in rest {
+                buf.push(b',');
+                push_json_str(buf, id);
             }
-            w.buf.push(b']');
+            buf.push(b']');
         }
         if let Some(code) = self.reason_code {
-            w.string("reason_code", code);
+            buf.extend_from_slice(b",\"reason_code\":");
+            push_json_str(buf, code);
         }
         if let Some(reason) = &self.reason {
-            w.string("reason", reason);
+            buf.extend_from_slice(b",\"reason\":");
+            push_json_str(buf, reason);
         }
         if let Some(d) = self.duration {
-            w.raw(
-                "duration_us",
-                itoa(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)).as_bytes(),
-            );
+            buf.extend_from_slice(b",\"duration_us\":");
+            push_u64(buf, u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         }
         if !self.details.is_empty() {
-            w.key("details");
-            write_details(w.buf, &self.details);
+            buf.extend_from_slice(b",\"details\":");
+            write_details(buf, &self.details);
         }
     }
 
@@ -523,105 +555,200 @@ fn write_details(buf: &mut Vec<u8>, details: &[(&'static str, DetailValue)]) {
         buf.push(b':');
         match value {
             DetailValue::Str(s) => push_json_str(buf, s),
-            DetailValue::U64(n) => buf.extend_from_slice(itoa(*n).as_bytes()),
+            DetailValue::U64(n) => push_u64(buf, *n),
             DetailValue::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
         }
     }
     buf.push(b'}');
 }
 
-struct JsonObject<'a> {
-    buf: &'a mut Vec<u8>,
-    first: bool,
-}
-
-impl JsonObject<'_> {
-    fn key(&mut self, name: &str) {
-        self.buf.push(if self.first { b'{' } else { b',' });
-        self.first = false;
-        self.buf.push(b'"');
-        self.buf.extend_from_slice(name.as_bytes());
-        self.buf.extend_from_slice(b"\":");
+/// For each byte of a JSON string value: 0 when it is copied as is, otherwise the character
+/// written after the backslash (`u` for a `\u00XX` escape).
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
     }
-    fn raw(&mut self, name: &str, value: &[u8]) {
-        self.key(name);
-        self.buf.extend_from_slice(value);
-    }
-    /// A value known to need no escaping (hex ids, fixed names, addresses, timestamps).
-    fn string_raw(&mut self, name: &str, value: &str) {
-        self.key(name);
-        self.buf.push(b'"');
-        self.buf.extend_from_slice(value.as_bytes());
-        self.buf.push(b'"');
-    }
-    fn string(&mut self, name: &str, value: &str) {
-        self.key(name);
-        push_json_str(self.buf, value);
-    }
-}
+    table[0x7f] = b'u';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[b'\t' as usize] = b't';
+    table
+};
 
 /// Appends `value` as a JSON string (quotes and escapes).
 pub(crate) fn push_json_str(buf: &mut Vec<u8>, value: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rest = value.as_bytes();
+    buf.reserve(rest.len() + 2);
     buf.push(b'"');
-    let bytes = value.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f | 0x7f => b"",
-            _ => continue,
+    loop {
+        let clean = clean_prefix(rest);
+        buf.extend_from_slice(&rest[..clean]);
+        let Some((&b, tail)) = rest[clean..].split_first() else {
+            break;
         };
-        buf.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            buf.extend_from_slice(&[
+        match ESCAPE[usize::from(b)] {
+            b'u' => buf.extend_from_slice(&[
                 b'\\',
                 b'u',
                 b'0',
                 b'0',
                 HEX[usize::from(b >> 4)],
                 HEX[usize::from(b & 0xf)],
-            ]);
-        } else {
-            buf.extend_from_slice(escape);
+            ]),
+            escape => buf.extend_from_slice(&[b'\\', escape]),
         }
-        start = i + 1;
+        rest = tail;
     }
-    buf.extend_from_slice(&bytes[start..]);
     buf.push(b'"');
 }
 
-fn itoa(n: u64) -> String {
-    n.to_string()
+/// The length of the longest prefix of `bytes` that needs no escaping: eight bytes at a time,
+/// then byte by byte.
+fn clean_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Non-zero when some byte of `v` is below `n` (exact as to whether one is, for n <= 0x80).
+    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+    let mut clean = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let special = below(v, 0x20)
+            | below(v ^ (ONES * u64::from(b'"')), 1)
+            | below(v ^ (ONES * u64::from(b'\\')), 1)
+            | below(v ^ (ONES * 0x7f), 1);
+        if special != 0 {
+            break;
+        }
+        clean += 8;
+    }
+    clean
+        + bytes[clean..]
+            .iter()
+            .position(|&b| ESCAPE[usize::from(b)] != 0)
+            .unwrap_or(bytes.len() - clean)
+}
+
+/// The decimal digits of `n` at the end of `digits`; returns where they start.
+fn decimal(digits: &mut [u8; 20], mut n: u64) -> usize {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // `n % 10` is a single digit.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return i;
+        }
+    }
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn push_u64(buf: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let start = decimal(&mut digits, n);
+    buf.extend_from_slice(&digits[start..]);
+}
+
+/// Writes `n` (below 10^`width`) as exactly `width` decimal digits into `out`.
+fn fixed_digits(out: &mut [u8], mut n: u64) {
+    for slot in out.iter_mut().rev() {
+        // `n % 10` is a single digit.
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// Appends the address as `Display` writes it: dotted IPv4 by hand; IPv6 (rare in practice)
+/// through its `Display` into a stack buffer.
+fn push_ip(buf: &mut Vec<u8>, ip: &IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    out[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    out[len] = b'0' + (octet / 10) % 10;
+                    len += 1;
+                }
+                out[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            buf.extend_from_slice(&out[..len]);
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            // The longest IPv6 text (`ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff`, or an
+            // IPv4-mapped form) is 45 bytes.
+            let mut out = [0u8; 64];
+            let mut rest: &mut [u8] = &mut out;
+            if write!(rest, "{v6}").is_ok() {
+                let len = 64 - rest.len();
+                buf.extend_from_slice(&out[..len]);
+            } else {
+                buf.extend_from_slice(v6.to_string().as_bytes());
+            }
+        }
+    }
 }
 
 /// RFC 3339 UTC time with microseconds: `2026-01-31T12:00:00.000000Z`.
 pub(crate) fn rfc3339(at: SystemTime) -> String {
+    let mut buf = Vec::with_capacity(27);
+    push_rfc3339(&mut buf, at);
+    // Only ASCII digits and separators are written.
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Appends [`rfc3339`] of `at`, without `core::fmt`.
+fn push_rfc3339(buf: &mut Vec<u8>, at: SystemTime) {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    // Civil date from days since the epoch (H. Hinnant's algorithm); every quantity is
+    // non-negative since `days` is.
+    let days = secs / 86_400;
     let rem = secs % 86_400;
-    // Civil date from days since the epoch (H. Hinnant's algorithm).
     let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
+    let era = z / 146_097;
+    let doe = z % 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        since.subsec_micros()
-    )
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    if year >= 10_000 {
+        // Wider than four digits, as `{:04}` writes it.
+        push_u64(buf, year);
+    } else {
+        let mut y = [0u8; 4];
+        fixed_digits(&mut y, year);
+        buf.extend_from_slice(&y);
+    }
+    // -MM-DDTHH:MM:SS.uuuuuuZ
+    let mut out = *b"-00-00T00:00:00.000000Z";
+    fixed_digits(&mut out[1..3], month);
+    fixed_digits(&mut out[4..6], day);
+    fixed_digits(&mut out[7..9], rem / 3600);
+    fixed_digits(&mut out[10..12], (rem / 60) % 60);
+    fixed_digits(&mut out[13..15], rem % 60);
+    fixed_digits(&mut out[16..22], u64::from(since.subsec_micros()));
+    buf.extend_from_slice(&out);
 }
 
 #[cfg(test)]
@@ -660,6 +787,513 @@ mod tests {
             event.details_json().unwrap(),
             r#"{"n":3,"flag":true,"name":"x\"y"}"#
         );
+    }
+
+    /// The formatter before it stopped using `core::fmt` and temporary strings, kept to check
+    /// that the output has not changed by a byte.
+    mod previous {
+        use super::super::*;
+
+        pub(super) fn to_json(e: &AuditEvent) -> String {
+            let mut buf = Vec::new();
+            write_json_fields(e, &mut buf);
+            buf.push(b'}');
+            String::from_utf8(buf).unwrap()
+        }
+
+        fn write_json_fields(e: &AuditEvent, buf: &mut Vec<u8>) {
+            let mut w = JsonObject { buf, first: true };
+            w.raw("v", itoa(u64::from(SCHEMA_VERSION)).as_bytes());
+            w.string_raw("ts", &rfc3339(e.timestamp));
+            w.string_raw("event", e.event.as_str());
+            w.string_raw("level", e.severity.as_str());
+            if let Some(id) = &e.request_id {
+                w.string_raw("request_id", id.as_str());
+            }
+            if let Some(id) = &e.trace_id {
+                w.string_raw("trace_id", id.as_str());
+            }
+            if let Some(id) = &e.decision_id {
+                w.string("decision_id", id);
+            }
+            if let Some(p) = &e.principal {
+                w.string("subject", p.subject());
+                w.string_raw(
+                    "principal_kind",
+                    match p.kind() {
+                        PrincipalKind::Service => "service",
+                        _ => "user",
+                    },
+                );
+                if let Some(issuer) = p.issuer() {
+                    w.string("issuer", issuer);
+                }
+                w.string("auth_method", p.auth_method().name());
+                if let Some(key_id) = e.key_id() {
+                    w.string("key_id", key_id);
+                }
+            }
+            if let Some(ip) = &e.client_ip {
+                w.string_raw("client_ip", &ip.to_string());
+            }
+            if let Some(method) = &e.method {
+                w.string("method", method.as_str());
+            }
+            if let Some(route) = &e.route {
+                w.string("route", route);
+            }
+            if let Some(path) = &e.path {
+                w.string("path", path);
+            }
+            if let Some(m) = &e.grpc_method {
+                w.string("grpc_method", m);
+            }
+            if let Some(status) = e.status {
+                w.raw("status", itoa(u64::from(status)).as_bytes());
+            }
+            if let Some(status) = e.grpc_status {
+                w.raw("grpc_status", itoa(u64::from(status)).as_bytes());
+            }
+            if !e.policy_ids.is_empty() {
+                w.key("policy_ids");
+                w.buf.push(b'[');
+                for (i, id) in e.policy_ids.iter().enumerate() {
+                    if i > 0 {
+                        w.buf.push(b',');
+                    }
+                    push_json_str(w.buf, id);
+                }
+                w.buf.push(b']');
+            }
+            if let Some(code) = e.reason_code {
+                w.string("reason_code", code);
+            }
+            if let Some(reason) = &e.reason {
+                w.string("reason", reason);
+            }
+            if let Some(d) = e.duration {
+                w.raw(
+                    "duration_us",
+                    itoa(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)).as_bytes(),
+                );
+            }
+            if !e.details.is_empty() {
+                w.key("details");
+                write_details(w.buf, &e.details);
+            }
+        }
+
+        fn write_details(buf: &mut Vec<u8>, details: &[(&'static str, DetailValue)]) {
+            buf.push(b'{');
+            for (i, (name, value)) in details.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                push_json_str(buf, name);
+                buf.push(b':');
+                match value {
+                    DetailValue::Str(s) => push_json_str(buf, s),
+                    DetailValue::U64(n) => buf.extend_from_slice(itoa(*n).as_bytes()),
+                    DetailValue::Bool(b) => {
+                        buf.extend_from_slice(if *b { b"true" } else { b"false" })
+                    }
+                }
+            }
+            buf.push(b'}');
+        }
+
+        struct JsonObject<'a> {
+            buf: &'a mut Vec<u8>,
+            first: bool,
+        }
+
+        impl JsonObject<'_> {
+            fn key(&mut self, name: &str) {
+                self.buf.push(if self.first { b'{' } else { b',' });
+                self.first = false;
+                self.buf.push(b'"');
+                self.buf.extend_from_slice(name.as_bytes());
+                self.buf.extend_from_slice(b"\":");
+            }
+            fn raw(&mut self, name: &str, value: &[u8]) {
+                self.key(name);
+                self.buf.extend_from_slice(value);
+            }
+            fn string_raw(&mut self, name: &str, value: &str) {
+                self.key(name);
+                self.buf.push(b'"');
+                self.buf.extend_from_slice(value.as_bytes());
+                self.buf.push(b'"');
+            }
+            fn string(&mut self, name: &str, value: &str) {
+                self.key(name);
+                push_json_str(self.buf, value);
+            }
+        }
+
+        pub(super) fn push_json_str(buf: &mut Vec<u8>, value: &str) {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            buf.push(b'"');
+            let bytes = value.as_bytes();
+            let mut start = 0;
+            for (i, &b) in bytes.iter().enumerate() {
+                let escape: &[u8] = match b {
+                    b'"' => b"\\\"",
+                    b'\\' => b"\\\\",
+                    b'\n' => b"\\n",
+                    b'\r' => b"\\r",
+                    b'\t' => b"\\t",
+                    0..=0x1f | 0x7f => b"",
+                    _ => continue,
+                };
+                buf.extend_from_slice(&bytes[start..i]);
+                if escape.is_empty() {
+                    buf.extend_from_slice(&[
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[usize::from(b >> 4)],
+                        HEX[usize::from(b & 0xf)],
+                    ]);
+                } else {
+                    buf.extend_from_slice(escape);
+                }
+                start = i + 1;
+            }
+            buf.extend_from_slice(&bytes[start..]);
+            buf.push(b'"');
+        }
+
+        pub(super) fn itoa(n: u64) -> String {
+            n.to_string()
+        }
+
+        pub(super) fn rfc3339(at: SystemTime) -> String {
+            let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+            let secs = since.as_secs();
+            let days = i64::try_from(secs / 86_400).unwrap_or(0);
+            let rem = secs % 86_400;
+            let z = days + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z.rem_euclid(146_097);
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let day = doy - (153 * mp + 2) / 5 + 1;
+            let month = if mp < 10 { mp + 3 } else { mp - 9 };
+            let year = yoe + era * 400 + i64::from(month <= 2);
+            format!(
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+                rem / 3600,
+                (rem / 60) % 60,
+                rem % 60,
+                since.subsec_micros()
+            )
+        }
+    }
+
+    fn new_line(e: &AuditEvent) -> String {
+        let mut buf = Vec::new();
+        e.write_json(&mut buf);
+        let line = String::from_utf8(buf).unwrap();
+        assert_eq!(line, e.to_json());
+        line
+    }
+
+    #[test]
+    fn integers_times_and_addresses_match_core_fmt() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            65_535,
+            1_000_000,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+        ]
+        .into_iter()
+        .chain([u64::MAX])
+        {
+            let mut buf = Vec::new();
+            push_u64(&mut buf, n);
+            assert_eq!(buf, n.to_string().as_bytes());
+        }
+        let mut times = vec![
+            UNIX_EPOCH,
+            UNIX_EPOCH - Duration::from_secs(1),
+            UNIX_EPOCH + Duration::from_nanos(999),
+            UNIX_EPOCH + Duration::from_nanos(1_999),
+            UNIX_EPOCH + Duration::from_secs(951_782_399),
+            UNIX_EPOCH + Duration::from_secs(951_868_800),
+            UNIX_EPOCH + Duration::from_secs(253_402_300_799) + Duration::from_micros(999_999),
+            UNIX_EPOCH + Duration::from_secs(253_402_300_800),
+            UNIX_EPOCH + Duration::from_secs(4_102_444_800),
+            SystemTime::now(),
+        ];
+        // Every day boundary over four centuries, and one odd instant per day.
+        for day in (0u64..146_097 * 2).step_by(7) {
+            times.push(UNIX_EPOCH + Duration::from_secs(day * 86_400));
+            times.push(
+                UNIX_EPOCH
+                    + Duration::from_secs(day * 86_400 + 86_399)
+                    + Duration::from_micros(day % 1_000_000),
+            );
+        }
+        if let Some(far) = UNIX_EPOCH.checked_add(Duration::from_secs(1 << 40)) {
+            times.push(far);
+        }
+        for t in times {
+            assert_eq!(rfc3339(t), previous::rfc3339(t), "{t:?}");
+        }
+        let mut addrs: Vec<IpAddr> = vec![
+            "0.0.0.0".parse().unwrap(),
+            "255.255.255.255".parse().unwrap(),
+            "10.0.1.9".parse().unwrap(),
+            "100.20.3.0".parse().unwrap(),
+            "::".parse().unwrap(),
+            "::1".parse().unwrap(),
+            "::ffff:192.0.2.128".parse().unwrap(),
+            "::192.0.2.128".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8:0:0:1:0:0:1".parse().unwrap(),
+            "2001:0:0:1::".parse().unwrap(),
+            "fe80::1:0:0:0".parse().unwrap(),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            addrs.push(IpAddr::from(((x >> 32) as u32).to_be_bytes()));
+            let mut segments = [0u16; 8];
+            for (i, s) in segments.iter_mut().enumerate() {
+                // Many zero runs of every length.
+                *s = if (x >> (i * 3)) & 3 == 0 {
+                    (x >> (40 + i)) as u16
+                } else {
+                    0
+                };
+            }
+            addrs.push(IpAddr::from(segments));
+        }
+        for ip in addrs {
+            let mut buf = Vec::new();
+            push_ip(&mut buf, &ip);
+            assert_eq!(buf, ip.to_string().as_bytes(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_as_before() {
+        let mut all_bytes = String::new();
+        for c in (0u32..0x100).chain([0x2028, 0x10ffff, 0xfffd]) {
+            all_bytes.push(char::from_u32(c).unwrap());
+        }
+        for s in [
+            "",
+            "plain",
+            "\"",
+            "\\",
+            "a\u{0}b\u{1f}c\u{7f}d",
+            "\n\r\t\u{8}\u{c}",
+            "é ü 日本 😀",
+            "</script>",
+            all_bytes.as_str(),
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(
+            // Every special byte at every offset of the word-at-a-time scan, beside
+            // multi-byte characters.
+            (0u8..0x80)
+                .filter(|b| ESCAPE[usize::from(*b)] != 0)
+                .flat_map(|b| {
+                    (0..20).map(move |at| {
+                        let mut s = "abcdefgh-é-ü-ijklmnopq".repeat(2);
+                        let mut at = at;
+                        while !s.is_char_boundary(at) {
+                            at += 1;
+                        }
+                        s.insert(at, char::from(b));
+                        s.push(char::from(b));
+                        s
+                    })
+                }),
+        )
+        .chain((0..20).map(|n| "ÿ~".repeat(n)))
+        {
+            let s = s.as_str();
+            let (mut new, mut old) = (Vec::new(), Vec::new());
+            push_json_str(&mut new, s);
+            previous::push_json_str(&mut old, s);
+            assert_eq!(new, old, "{s:?}");
+            let back: String = serde_json::from_slice(&new).unwrap();
+            assert_eq!(back, s);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_escapes_as_before(
+            s in proptest::prelude::any::<String>(),
+            ascii in "[\\x00-\\x7f]{0,40}",
+        ) {
+            for s in [s.as_str(), ascii.as_str()] {
+                let (mut new, mut old) = (Vec::new(), Vec::new());
+                push_json_str(&mut new, s);
+                previous::push_json_str(&mut old, s);
+                proptest::prop_assert_eq!(new, old);
+            }
+        }
+    }
+
+    fn full_event(i: u64) -> AuditEvent {
+        let methods = [
+            AuthMethod::Jwt {
+                kid: Some("key-2026\"01".into()),
+                alg: "RS256".into(),
+            },
+            AuthMethod::Jwt {
+                kid: None,
+                alg: "EdDSA".into(),
+            },
+            AuthMethod::ApiKey {
+                key_id: "ak_\u{1}live".into(),
+            },
+            AuthMethod::Mtls {
+                identity: "spiffe://example.org/ns/é/sa/web".into(),
+            },
+            AuthMethod::Other("custom\tname".into()),
+        ];
+        let method = methods[usize::try_from(i % 5).unwrap()].clone();
+        let mut principal = Principal::builder(format!("user-{i} \"q\" \\ \n 日本"), method).kind(
+            if i.is_multiple_of(2) {
+                PrincipalKind::User
+            } else {
+                PrincipalKind::Service
+            },
+        );
+        if !i.is_multiple_of(3) {
+            principal = principal.issuer("https://idp.example/\u{7f}");
+        }
+        let mut e = AuditEvent::new(EventType::AuthzDeny)
+            .with_timestamp(
+                UNIX_EPOCH + Duration::from_micros(1_790_000_000_000_000 + i * 7_919_113),
+            )
+            .with_request_id(RequestId::generate())
+            .with_principal(principal.build())
+            .with_client_ip(if i.is_multiple_of(2) {
+                IpAddr::from([203, 0, 113, u8::try_from(i % 256).unwrap()])
+            } else {
+                IpAddr::from([
+                    0x2001,
+                    0xdb8,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    u16::try_from(i % 65_536).unwrap(),
+                ])
+            })
+            .with_route("/api/documents/{id}")
+            .with_policy_id("has_role(admin)")
+            .with_policy_id("scope \"x\"")
+            .with_reason_code("forbidden")
+            .with_reason(format!("policy denied \u{0}\u{1b}[31m {i}"))
+            .with_detail("n", i)
+            .with_detail("flag", i.is_multiple_of(2))
+            .with_detail("name", "x\"y\n");
+        e.trace_id =
+            TraceId::from_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        e.decision_id = Some(format!("dec-{i}\u{2028}").into());
+        e.method = Some(http::Method::from_bytes(b"PROPFIND").unwrap());
+        e.path = Some(format!("/api/ü/{i}?").into_boxed_str());
+        e.grpc_method = Some("/pkg.Service/Method".into());
+        e.status = Some(u16::try_from(i % 600).unwrap());
+        e.grpc_status = Some(u8::try_from(i % 17).unwrap());
+        e.duration = Some(Duration::from_nanos(i * 1_234_567));
+        e
+    }
+
+    #[test]
+    fn lines_are_byte_identical_to_the_previous_formatter() {
+        let types = [
+            EventType::AuthnSuccess,
+            EventType::AuthzAllow,
+            EventType::AuthzDecision,
+            EventType::AuditLoss,
+            EventType::LockoutStoreUnavailable,
+        ];
+        for i in 0..500u64 {
+            let full = full_event(i);
+            let line = new_line(&full);
+            assert_eq!(line, previous::to_json(&full));
+            let _: serde_json::Value = serde_json::from_str(&line).unwrap();
+
+            // Every field set or unset, following the bits of `i`.
+            let mut e = full.clone();
+            e.event = types[usize::try_from(i % 5).unwrap()];
+            e.severity = if i % 2 == 0 {
+                Severity::Info
+            } else {
+                Severity::Warn
+            };
+            let bit = |n: u32| i & (1 << n) != 0;
+            if bit(0) {
+                e.request_id = None;
+            }
+            if bit(1) {
+                e.trace_id = None;
+            }
+            if bit(2) {
+                e.decision_id = None;
+            }
+            if bit(3) {
+                e.principal = None;
+            }
+            if bit(4) {
+                e.client_ip = None;
+            }
+            if bit(5) {
+                e.method = None;
+                e.route = None;
+            }
+            if bit(6) {
+                e.path = None;
+                e.grpc_method = None;
+            }
+            if bit(7) {
+                e.status = None;
+                e.grpc_status = None;
+            }
+            if bit(8) {
+                e.policy_ids.clear();
+                e.reason_code = None;
+                e.reason = None;
+            }
+            if i % 3 == 0 {
+                e.policy_ids.truncate(1);
+                e.duration = None;
+                e.details.clear();
+            }
+            assert_eq!(new_line(&e), previous::to_json(&e));
+        }
+        let bare = AuditEvent::new(EventType::ConfigLoaded).with_timestamp(UNIX_EPOCH);
+        assert_eq!(
+            new_line(&bare),
+            r#"{"v":1,"ts":"1970-01-01T00:00:00.000000Z","event":"config.loaded","level":"INFO"}"#
+        );
+        assert_eq!(new_line(&bare), previous::to_json(&bare));
+        let mut huge = bare.with_timestamp(SystemTime::now());
+        huge.duration = Some(Duration::MAX);
+        huge.details.push(("max", DetailValue::U64(u64::MAX)));
+        assert_eq!(new_line(&huge), previous::to_json(&huge));
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub const DEFAULT_CAPACITY: usize = 8192;
 /// The writer writes its batch when it grows beyond this many bytes, and whenever the queue
 /// is empty.
 const BATCH_BYTES: usize = 256 * 1024;
+/// Event boxes the writer hands back for reuse, at most: the request path moves its event
+/// into one instead of allocating.
+const SPARE_BOXES: usize = 256;
 /// While busy the writer polls the queue every millisecond instead of sleeping on it, so
 /// producers never pay for a wake-up; after this many empty polls it sleeps until woken.
 const IDLE_POLLS: u32 = 100;
@@ -123,6 +126,7 @@ struct Shared {
     tx: SyncSender<Msg>,
     overflow: Overflow,
     counters: Arc<Counters>,
+    spare: Arc<Spare>,
     thread: Mutex<Option<JoinHandle<()>>>,
     chained: bool,
 }
@@ -211,7 +215,7 @@ impl AuditSink for JsonLinesSink {
     }
 
     fn record_owned(&self, event: AuditEvent) {
-        let msg = Msg::Event(Box::new(event));
+        let msg = Msg::Event(self.inner.spare.boxed(event));
         let counters = &self.inner.counters;
         let sent = match self.inner.overflow {
             Overflow::Block => self.inner.tx.send(msg).is_ok(),
@@ -311,6 +315,7 @@ impl JsonLinesSinkBuilder {
         let chained = chain.is_some();
         let (tx, rx) = mpsc::sync_channel(self.capacity);
         let counters = Arc::new(Counters::default());
+        let spare = Arc::new(Spare::default());
         let writer = Writer {
             rx,
             out,
@@ -319,6 +324,9 @@ impl JsonLinesSinkBuilder {
             buf: Vec::with_capacity(BATCH_BYTES + 4096),
             pending: 0,
             reported_dropped: 0,
+            reported_depth: None,
+            spare: spare.clone(),
+            emptied: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("portcullis-audit".into())
@@ -329,6 +337,7 @@ impl JsonLinesSinkBuilder {
                 tx,
                 overflow: self.overflow,
                 counters,
+                spare,
                 thread: Mutex::new(Some(thread)),
                 chained,
             }),
@@ -351,17 +360,79 @@ struct Writer {
     /// Event lines in `buf`.
     pending: u64,
     reported_dropped: u64,
+    /// The queue depth last given to the gauge, so an idle writer does not set it to zero
+    /// again on every poll.
+    reported_depth: Option<u64>,
+    spare: Arc<Spare>,
+    /// Boxes of written events, emptied here (the event's fields are dropped on this thread),
+    /// handed back to `spare` a batch at a time.
+    #[expect(clippy::vec_box, reason = "the boxes themselves are what is reused")]
+    emptied: Vec<Box<AuditEvent>>,
+}
+
+/// Event boxes for reuse (see [`SPARE_BOXES`]).
+#[derive(Default)]
+struct Spare {
+    #[expect(clippy::vec_box, reason = "the boxes themselves are what is reused")]
+    boxes: Mutex<Vec<Box<AuditEvent>>>,
+}
+
+impl Spare {
+    /// `event` in a box, reused when one is spare.
+    fn boxed(&self, event: AuditEvent) -> Box<AuditEvent> {
+        let reused = self.boxes.lock().ok().and_then(|mut boxes| boxes.pop());
+        match reused {
+            Some(mut slot) => {
+                // The slot holds an empty event: nothing to drop here.
+                *slot = event;
+                slot
+            }
+            None => Box::new(event),
+        }
+    }
+}
+
+/// An event with no field set, to leave in a box that waits for reuse.
+fn empty_event() -> AuditEvent {
+    AuditEvent {
+        timestamp: std::time::UNIX_EPOCH,
+        event: EventType::AuditLoss,
+        severity: super::event::Severity::Info,
+        request_id: None,
+        trace_id: None,
+        decision_id: None,
+        principal: None,
+        client_ip: None,
+        method: None,
+        route: None,
+        path: None,
+        grpc_method: None,
+        status: None,
+        grpc_status: None,
+        policy_ids: Vec::new(),
+        reason_code: None,
+        reason: None,
+        duration: None,
+        details: Vec::new(),
+    }
 }
 
 impl Writer {
     /// Sets the queue-depth gauge: events handed over but not yet processed.
-    fn report_depth(&self) {
+    fn report_depth(&mut self) {
         let c = &self.counters;
-        super::metrics::audit_queue_depth(
-            c.enqueued
-                .load(Ordering::Relaxed)
-                .saturating_sub(c.processed.load(Ordering::Relaxed)),
-        );
+        let depth = c
+            .enqueued
+            .load(Ordering::Relaxed)
+            .saturating_sub(c.processed.load(Ordering::Relaxed));
+        self.set_depth(depth);
+    }
+
+    fn set_depth(&mut self, depth: u64) {
+        if self.reported_depth != Some(depth) {
+            self.reported_depth = Some(depth);
+            super::metrics::audit_queue_depth(depth);
+        }
     }
 
     fn run(mut self) {
@@ -379,9 +450,10 @@ impl Writer {
             let msg = match self.rx.try_recv() {
                 Ok(msg) => msg,
                 Err(TryRecvError::Empty) => {
+                    self.hand_back();
                     let _ = self.write_out();
                     self.report_loss();
-                    super::metrics::audit_queue_depth(0);
+                    self.set_depth(0);
                     if idle < IDLE_POLLS {
                         idle += 1;
                         std::thread::sleep(POLL);
@@ -406,6 +478,7 @@ impl Writer {
                     self.counters.processed.fetch_add(1, Ordering::Relaxed);
                     self.line(&event);
                     self.pending += 1;
+                    self.recycle(event);
                     if self.buf.len() >= BATCH_BYTES {
                         let _ = self.write_out();
                         self.report_depth();
@@ -428,6 +501,31 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Drops the event's fields and keeps its box for reuse.
+    fn recycle(&mut self, mut event: Box<AuditEvent>) {
+        if self.emptied.len() < SPARE_BOXES {
+            *event = empty_event();
+            self.emptied.push(event);
+        }
+        // A writer that never finds its queue empty hands boxes back in groups too.
+        if self.emptied.len() >= SPARE_BOXES / 4 {
+            self.hand_back();
+        }
+    }
+
+    /// Hands the emptied boxes to the request path, up to [`SPARE_BOXES`] waiting there.
+    fn hand_back(&mut self) {
+        if self.emptied.is_empty() {
+            return;
+        }
+        if let Ok(mut boxes) = self.spare.boxes.lock() {
+            let room = SPARE_BOXES.saturating_sub(boxes.len());
+            let n = room.min(self.emptied.len());
+            boxes.extend(self.emptied.drain(..n));
+        }
+        self.emptied.clear();
     }
 
     fn line(&mut self, event: &AuditEvent) {
@@ -520,5 +618,63 @@ impl Writer {
             last_hash: self.chain.as_ref().map(Chain::last_hash),
             lines: self.chain.as_ref().map(Chain::seq),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::principal::{AuthMethod, Principal};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Reused boxes carry nothing of the event they held before.
+    #[test]
+    fn reused_boxes_write_exactly_the_events_recorded() {
+        let buffer = Buffer::default();
+        let sink = JsonLinesSink::writer(buffer.clone()).build().unwrap();
+        let principal = Principal::builder(
+            "alice",
+            AuthMethod::ApiKey {
+                key_id: "ak_1".into(),
+            },
+        )
+        .build();
+        let mut expected = Vec::new();
+        for i in 0..2000u64 {
+            let event = if i % 3 == 0 {
+                let mut e = AuditEvent::new(EventType::AuthzDeny)
+                    .with_principal(principal.clone())
+                    .with_route("/api/{id}")
+                    .with_policy_id("has_role(admin)")
+                    .with_reason("denied")
+                    .with_detail("n", i);
+                e.status = Some(403);
+                e
+            } else {
+                AuditEvent::new(EventType::AuthzAllow)
+            };
+            expected.push(event.to_json());
+            sink.record_owned(event);
+            if i % 500 == 0 {
+                sink.flush().unwrap();
+            }
+        }
+        sink.shutdown().unwrap();
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines, expected);
+        assert!(sink.inner.spare.boxes.lock().unwrap().len() <= SPARE_BOXES);
     }
 }

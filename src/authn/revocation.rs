@@ -466,11 +466,11 @@ impl MemoryRevocationStore {
         subject: &str,
         issued_at: Option<SystemTime>,
     ) -> Option<Revoked> {
-        let now = self.clock.now();
+        // The clock is read only when an entry is found: most tokens have none.
         let mut state = self.lock();
         if let Some(jti) = jti {
             match state.jtis.get(jti) {
-                Some(expires) if *expires > now => return Some(Revoked::Jti),
+                Some(expires) if *expires > self.clock.now() => return Some(Revoked::Jti),
                 Some(_) => {
                     state.jtis.remove(jti);
                 }
@@ -478,7 +478,7 @@ impl MemoryRevocationStore {
             }
         }
         match state.subjects.get(subject) {
-            Some((not_before, expires)) if *expires > now => {
+            Some((not_before, expires)) if *expires > self.clock.now() => {
                 issued_before(issued_at, *not_before).then_some(Revoked::Subject)
             }
             Some(_) => {

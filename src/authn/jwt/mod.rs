@@ -409,6 +409,11 @@ impl JwtAuthenticator {
     fn current_keys(&self) -> Arc<KeySet> {
         let inner = &*self.inner;
         let prepared = inner.prepared.load_full();
+        if inner.static_keys.is_some() {
+            // The builder's own keys change only through `replace_keys`, which prepares them
+            // itself: no snapshot to compare.
+            return prepared;
+        }
         let snapshot = inner.source.snapshot();
         if Arc::ptr_eq(&prepared.snapshot, &snapshot) {
             return prepared;
