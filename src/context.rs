@@ -274,7 +274,9 @@ impl RequestContextLayer {
 
     /// Records the per-request events with `auditor` (sinks, sampling, alerts) and hands it
     /// to the inner layers in the request extensions, so their events (authorization
-    /// decisions, `authn.success`) go to the same place.
+    /// decisions, `authn.success`) go to the same place. When `auditor` is the one installed
+    /// with [`install_global`](crate::audit::install_global), inner layers use it as the
+    /// global auditor and it is not inserted.
     ///
     /// Default: the [`global`](crate::audit::global) auditor, which is the `tracing` sink
     /// unless the application installed another.
@@ -379,7 +381,11 @@ where
             .headers()
             .get(TRACEPARENT)
             .and_then(|v| TraceId::from_traceparent(v.as_bytes()));
-        if let Some(auditor) = &self.auditor {
+        // Inner layers record with the auditor in the extensions, or the global one: the
+        // installed global auditor needs no per-request insert.
+        if let Some(auditor) = &self.auditor
+            && !auditor.is_installed_global()
+        {
             req.extensions_mut().insert(auditor.clone());
         }
         let state = EdgeState {

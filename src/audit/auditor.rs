@@ -321,6 +321,16 @@ pub fn install_global(auditor: Auditor) -> Result<(), ConfigError> {
         .map_err(|_| ConfigError::new("the global auditor is already installed"))
 }
 
+impl Auditor {
+    /// Whether this is the auditor given to [`install_global`], which [`global`] returns for
+    /// the rest of the process.
+    pub(crate) fn is_installed_global(&self) -> bool {
+        GLOBAL
+            .get()
+            .is_some_and(|global| Arc::ptr_eq(&global.inner, &self.inner))
+    }
+}
+
 /// Records `event` with the auditor in `extensions` (put there by the edge layer), or the
 /// [`global`] one.
 pub(crate) fn record_in(extensions: &http::Extensions, event: AuditEvent) {

@@ -476,19 +476,21 @@ fn trim_spaces(bytes: &[u8]) -> &[u8] {
     &bytes[start..end]
 }
 
-/// The RFC 6750 `b64token` body characters, as a table: one load per byte of a token that is
-/// checked on every request.
-const B64TOKEN_CHAR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] =
-            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        b += 1;
-    }
-    table
-};
+/// Whether `b` is an RFC 6750 `b64token` body character. Comparisons only (no table), so a loop
+/// over a token's bytes vectorizes: the check runs on every request.
+#[inline]
+fn is_b64token_char(b: u8) -> bool {
+    // ASCII letters differ from their lower case in bit 0x20 only; no other byte maps into a..=z.
+    let lower = b | 0x20;
+    lower.is_ascii_lowercase()
+        | b.is_ascii_digit()
+        | (b == b'-')
+        | (b == b'.')
+        | (b == b'_')
+        | (b == b'~')
+        | (b == b'+')
+        | (b == b'/')
+}
 
 /// RFC 6750 `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(token: &[u8]) -> bool {
@@ -498,7 +500,7 @@ fn is_b64token(token: &[u8]) -> bool {
     body_end > 0
         && token[..body_end]
             .iter()
-            .fold(true, |ok, b| ok & B64TOKEN_CHAR[usize::from(*b)])
+            .fold(true, |ok, b| ok & is_b64token_char(*b))
 }
 
 #[cfg(feature = "axum")]
@@ -538,6 +540,23 @@ mod extract {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn b64token_characters_are_exactly_rfc_6750s() {
+        for b in 0..=255u8 {
+            let expected =
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+            assert_eq!(is_b64token_char(b), expected, "byte {b:#04x}");
+        }
+        assert!(is_b64token(b"abc.DEF-_~+/09=="));
+        assert!(!is_b64token(b"==="));
+        assert!(!is_b64token(b"a=b"));
+        // A bad byte anywhere in a long token, past any vector width.
+        let mut long = vec![b'a'; 1000];
+        assert!(is_b64token(&long));
+        long[997] = b'@';
+        assert!(!is_b64token(&long));
+    }
 
     fn parts(values: &[&str]) -> Parts {
         let mut builder = Request::builder();
