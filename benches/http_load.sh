@@ -11,6 +11,7 @@
 #   CONNECTIONS  wrk connections                         (default 32)
 #   THREADS      wrk threads                             (default 1)
 #   ROUNDS       measured bare/secure pairs, alternated  (default 1)
+#   DEV_KEY_ALG  the secure server's token algorithm     (default RS256; or EdDSA)
 #
 # Output: requests/sec of each server and the ratio secure/bare, plus each server's CPU time
 # per request (user + system, from /proc), which is less sensitive to other load on a shared
@@ -23,9 +24,9 @@
 # What is measured for the secure server: the whole request path of `secure_api`, *including
 # its audit logging* — one JSON line per request written to stdout (the example's configuration).
 # Here stdout goes to a temporary file that is deleted on exit; in production it would typically
-# be a pipe to a log collector, which costs more. The secure server uses the example's dev token
-# (EdDSA); after the first request it is served from the verified-token cache, the same path a
-# cached RS256 token takes (the cache is keyed by the token hash, independent of the algorithm).
+# be a pipe to a log collector, which costs more. The secure server signs its dev tokens with an
+# RS256 key (`PORTCULLIS_DEV_KEY_ALG=RS256`), so the reader token is a cached RS256 token after
+# the first request, as the target says.
 
 set -euo pipefail
 
@@ -34,6 +35,7 @@ WARMUP="${WARMUP:-2s}"
 CONNECTIONS="${CONNECTIONS:-32}"
 THREADS="${THREADS:-1}"
 ROUNDS="${ROUNDS:-1}"
+DEV_KEY_ALG="${DEV_KEY_ALG:-RS256}"
 
 # Loopback only, fixed.
 HOST=127.0.0.1
@@ -104,7 +106,8 @@ BARE_PID=$!
 # secure_api in dev mode prints READER_TOKEN=<jwt> on stdout, followed by one audit JSON line per
 # request. Dev mode with the in-memory revocation store is forced (no OIDC issuer, no Redis) so
 # runs are comparable whatever the calling shell exports.
-env -u PORTCULLIS_ISSUER -u REDIS_URL PORTCULLIS_ADDR="$HOST:$SECURE_PORT" "$BIN_DIR/secure_api" \
+env -u PORTCULLIS_ISSUER -u REDIS_URL PORTCULLIS_DEV_KEY_ALG="$DEV_KEY_ALG" \
+    PORTCULLIS_ADDR="$HOST:$SECURE_PORT" "$BIN_DIR/secure_api" \
     >"$WORK/secure.out" 2>"$WORK/secure.err" &
 PIDS+=("$!")
 SECURE_PID=$!

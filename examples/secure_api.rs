@@ -7,7 +7,8 @@
 //! With `PORTCULLIS_ISSUER` it authenticates against that OpenID Provider (discovery, remote
 //! JWKS; audience `PORTCULLIS_AUDIENCE`, roles from `PORTCULLIS_ROLES_CLAIM`). Without it, it runs in dev mode: an ephemeral Ed25519 key signs tokens for a
 //! reader, an editor and an admin, which are printed with ready-to-run curl lines; the public
-//! key is served at `/.well-known/jwks.json`.
+//! key is served at `/.well-known/jwks.json`. `PORTCULLIS_DEV_KEY_ALG=RS256` signs them with an
+//! RSA-2048 key instead.
 //!
 //! Audit: one JSON line per request on stdout, or in the hash-chained file
 //! `PORTCULLIS_AUDIT_FILE` (HMAC-keyed with the key in `PORTCULLIS_AUDIT_HMAC_KEY_FILE`, if set);
@@ -42,8 +43,8 @@ use portcullis::audit::{
 };
 use portcullis::authn::AuthnLayer;
 use portcullis::authn::api_key::ApiKeyAuthenticator;
-use portcullis::authn::jwt::JwtAuthenticator;
 use portcullis::authn::jwt::StartupMode;
+use portcullis::authn::jwt::{JwtAlgorithm, JwtAuthenticator};
 use portcullis::authn::oidc::OidcProvider;
 use portcullis::authn::revocation::{
     MemoryRevocationStore, RedisRevocationStore, Revocation, RevocationErrorKind,
@@ -361,6 +362,18 @@ fn api_keys_from_env() -> Result<Option<ApiKeyAuthenticator>, Box<dyn std::error
     Ok(Some(api_keys))
 }
 
+/// The dev-mode signing key: Ed25519 by default; `PORTCULLIS_DEV_KEY_ALG=RS256` makes an
+/// RSA-2048 key instead (the load benchmark measures a cached RS256 token).
+fn dev_key_from_env() -> Result<TestKey, Box<dyn std::error::Error>> {
+    match std::env::var("PORTCULLIS_DEV_KEY_ALG").as_deref() {
+        Err(_) | Ok("EdDSA") => Ok(TestKey::ed25519("dev-ed25519")),
+        Ok("RS256") => Ok(TestKey::rsa("dev-rs256", JwtAlgorithm::RS256)),
+        Ok(other) => {
+            Err(format!("PORTCULLIS_DEV_KEY_ALG must be EdDSA or RS256, not {other:?}").into())
+        }
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -615,7 +628,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Err(_) => {
             let issuer = format!("http://{addr}");
-            let key = TestKey::ed25519("dev-ed25519");
+            let key = dev_key_from_env()?;
             let jwt = JwtAuthenticator::builder()
                 .issuer(issuer.clone())
                 .audience(audience.clone())

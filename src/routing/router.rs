@@ -18,7 +18,8 @@
 //!   removes it).
 //!
 //! ```
-//! //! use http::{Request, StatusCode};
+//! use axum::body::Body;
+//! use http::{Request, StatusCode};
 //! use portcullis::authz::{has_role, public};
 //! use portcullis::context::RequestContextLayer;
 //! use portcullis::routing::{SecureRouter, get};
