@@ -437,6 +437,17 @@ fn observe(
 /// Returns `Ok(None)` when there is no `Authorization` header or it uses another scheme,
 /// `Err` when it says `Bearer` but the token is empty or not a valid RFC 6750 `b64token`.
 pub fn bearer_token(parts: &Parts) -> Result<Option<&str>, Rejection> {
+    match bearer_token_bytes(parts)? {
+        Some(token) => b64token_str(token).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The first half of [`bearer_token`]: the scheme and emptiness checks, in the same order, and
+/// the trimmed token bytes **not yet checked** with [`b64token_str`]. A caller must run that
+/// check before using the bytes, unless it recognizes them as bytes that passed it before (the
+/// JWT authenticator's verified-token cache, keyed by their SHA-256 digest).
+pub(crate) fn bearer_token_bytes(parts: &Parts) -> Result<Option<&[u8]>, Rejection> {
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
         return Ok(None);
     };
@@ -456,6 +467,11 @@ pub fn bearer_token(parts: &Parts) -> Result<Option<&str>, Rejection> {
     if token.is_empty() {
         return Err(Rejection::invalid_credential_request("empty bearer token"));
     }
+    Ok(Some(token))
+}
+
+/// The second half of [`bearer_token`]: refuses a token that is not an RFC 6750 `b64token`.
+pub(crate) fn b64token_str(token: &[u8]) -> Result<&str, Rejection> {
     if !is_b64token(token) {
         return Err(Rejection::invalid_credential_request(
             "bearer token has characters outside b64token",
@@ -463,7 +479,6 @@ pub fn bearer_token(parts: &Parts) -> Result<Option<&str>, Rejection> {
     }
     // b64token is ASCII, so this cannot fail; map defensively anyway.
     std::str::from_utf8(token)
-        .map(Some)
         .map_err(|_| Rejection::invalid_credential_request("bearer token is not ASCII"))
 }
 
@@ -493,7 +508,7 @@ fn is_b64token_char(b: u8) -> bool {
 }
 
 /// RFC 6750 `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(token: &[u8]) -> bool {
+pub(crate) fn is_b64token(token: &[u8]) -> bool {
     let body_end = token.iter().rposition(|b| *b != b'=').map_or(0, |i| i + 1);
     // `fold` with `&` (not `all`) has no early exit, so the loop vectorizes; tokens are valid in
     // the common case, so there is nothing to exit early for.
