@@ -451,11 +451,12 @@ pub(crate) fn bearer_token_bytes(parts: &Parts) -> Result<Option<&[u8]>, Rejecti
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
         return Ok(None);
     };
-    let bytes = value.as_bytes();
-    if bytes.len() < 6 || !bytes[..6].eq_ignore_ascii_case(b"bearer") {
+    let Some((scheme, rest)) = value.as_bytes().split_first_chunk::<6>() else {
+        return Ok(None);
+    };
+    if !is_bearer_scheme(*scheme) {
         return Ok(None);
     }
-    let rest = &bytes[6..];
     if rest.is_empty() {
         return Err(Rejection::invalid_credential_request("empty bearer token"));
     }
@@ -480,6 +481,16 @@ pub(crate) fn b64token_str(token: &[u8]) -> Result<&str, Rejection> {
     // b64token is ASCII, so this cannot fail; map defensively anyway.
     std::str::from_utf8(token)
         .map_err(|_| Rejection::invalid_credential_request("bearer token is not ASCII"))
+}
+
+/// Whether `scheme` is `bearer` in any case, as `eq_ignore_ascii_case` would say, in one
+/// comparison: setting bit 0x20 lowers an ASCII capital letter, and a byte becomes a lower-case
+/// letter that way only if it is that letter in either case.
+#[inline]
+fn is_bearer_scheme(scheme: [u8; 6]) -> bool {
+    let [a, b, c, d, e, f] = scheme;
+    let lowered = u64::from_le_bytes([a, b, c, d, e, f, 0, 0]) | 0x2020_2020_2020;
+    lowered == u64::from_le_bytes(*b"bearer\0\0")
 }
 
 fn trim_spaces(bytes: &[u8]) -> &[u8] {
@@ -571,6 +582,36 @@ mod tests {
         assert!(is_b64token(&long));
         long[997] = b'@';
         assert!(!is_b64token(&long));
+    }
+
+    #[test]
+    fn bearer_scheme_check_matches_eq_ignore_ascii_case() {
+        // Each byte is compared on its own, so every byte value at every position, around
+        // every mix of cases, covers all inputs.
+        for case_mask in 0..64u32 {
+            let base: Vec<u8> = b"bearer"
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    if case_mask & (1 << i) != 0 {
+                        b.to_ascii_uppercase()
+                    } else {
+                        *b
+                    }
+                })
+                .collect();
+            for position in 0..6 {
+                for byte in 0..=255u8 {
+                    let mut scheme: [u8; 6] = base.clone().try_into().unwrap();
+                    scheme[position] = byte;
+                    assert_eq!(
+                        is_bearer_scheme(scheme),
+                        scheme.eq_ignore_ascii_case(b"bearer"),
+                        "{scheme:?}"
+                    );
+                }
+            }
+        }
     }
 
     fn parts(values: &[&str]) -> Parts {
