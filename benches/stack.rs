@@ -14,7 +14,9 @@
 //! - `overhead`: where the time of the cached stack goes: `SecureRouter` alone (a `public()`
 //!   route), plus the edge layer, the whole stack with a static (non-JWT) authenticator, and the
 //!   cached RS256 stack applied around the router instead of through `Router::layer`;
-//! - `verify`: `JwtAuthenticator::verify` alone for a cached RS256 token;
+//! - `verify`: `JwtAuthenticator::verify` alone for a cached RS256 token, and
+//!   `authenticate_now` (bearer header, cache, in-memory revocation check) for a cached EdDSA
+//!   token;
 //! - `policy`: `has_role` evaluated against a three-level role hierarchy.
 //!
 //! Every request is driven through `tower::ServiceExt::oneshot` on a current-thread tokio
@@ -35,7 +37,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use portcullis::Security;
 use portcullis::authn::jwt::{JwtAlgorithm, JwtAuthenticator};
-use portcullis::authn::{AuthFuture, Authenticator};
+use portcullis::authn::{AuthFuture, Authenticator, MemoryRevocationStore, Revocation};
 use portcullis::authz::{Policy, PolicyContext, Rbac, authenticated, has_role, public};
 use portcullis::context::RequestContextLayer;
 use portcullis::principal::{AuthMethod, Principal};
@@ -121,6 +123,13 @@ fn keys() -> Vec<(&'static str, TestKey)> {
 fn bearer(key: &TestKey) -> HeaderValue {
     let token = key.mint(&key.claims("bench-user", ISSUER, AUDIENCE));
     HeaderValue::from_str(&format!("Bearer {token}")).unwrap()
+}
+
+fn request_parts(authorization: &HeaderValue) -> (http::request::Parts, ()) {
+    let mut req = Request::get(PATH).body(()).unwrap();
+    req.headers_mut()
+        .insert(AUTHORIZATION, authorization.clone());
+    req.into_parts()
 }
 
 fn request(authorization: &HeaderValue) -> Request<Body> {
@@ -318,6 +327,25 @@ fn bench_verify(c: &mut Criterion) {
     let mut group = c.benchmark_group("verify");
     group.bench_function("RS256/cached", |b| {
         b.iter(|| jwt.verify(black_box(&token)).unwrap());
+    });
+
+    // The authenticator's per-request work for a cached token, as `AuthnLayer` runs it: the
+    // bearer header, the cache (SHA-256 of the token) and an in-memory revocation check.
+    let key = TestKey::ed25519("bench-eddsa");
+    let revocation = Revocation::builder(MemoryRevocationStore::new())
+        .build()
+        .unwrap();
+    let jwt = JwtAuthenticator::builder()
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .key(key.verification_key())
+        .revocation(Arc::new(revocation))
+        .build()
+        .unwrap();
+    let (parts, ()) = request_parts(&bearer(&key));
+    assert!(matches!(jwt.authenticate_now(&parts), Some(Ok(Some(_)))));
+    group.bench_function("EdDSA/cached/authenticate_now_memory_revocation", |b| {
+        b.iter(|| jwt.authenticate_now(black_box(&parts)).unwrap().unwrap());
     });
     group.finish();
 }

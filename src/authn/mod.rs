@@ -437,14 +437,26 @@ fn observe(
 /// Returns `Ok(None)` when there is no `Authorization` header or it uses another scheme,
 /// `Err` when it says `Bearer` but the token is empty or not a valid RFC 6750 `b64token`.
 pub fn bearer_token(parts: &Parts) -> Result<Option<&str>, Rejection> {
+    match bearer_token_bytes(parts)? {
+        Some(token) => b64token_str(token).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The first half of [`bearer_token`]: the scheme and emptiness checks, in the same order, and
+/// the trimmed token bytes **not yet checked** with [`b64token_str`]. A caller must run that
+/// check before using the bytes, unless it recognizes them as bytes that passed it before (the
+/// JWT authenticator's verified-token cache, keyed by their SHA-256 digest).
+pub(crate) fn bearer_token_bytes(parts: &Parts) -> Result<Option<&[u8]>, Rejection> {
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
         return Ok(None);
     };
-    let bytes = value.as_bytes();
-    if bytes.len() < 6 || !bytes[..6].eq_ignore_ascii_case(b"bearer") {
+    let Some((scheme, rest)) = value.as_bytes().split_first_chunk::<6>() else {
+        return Ok(None);
+    };
+    if !is_bearer_scheme(*scheme) {
         return Ok(None);
     }
-    let rest = &bytes[6..];
     if rest.is_empty() {
         return Err(Rejection::invalid_credential_request("empty bearer token"));
     }
@@ -456,6 +468,11 @@ pub fn bearer_token(parts: &Parts) -> Result<Option<&str>, Rejection> {
     if token.is_empty() {
         return Err(Rejection::invalid_credential_request("empty bearer token"));
     }
+    Ok(Some(token))
+}
+
+/// The second half of [`bearer_token`]: refuses a token that is not an RFC 6750 `b64token`.
+pub(crate) fn b64token_str(token: &[u8]) -> Result<&str, Rejection> {
     if !is_b64token(token) {
         return Err(Rejection::invalid_credential_request(
             "bearer token has characters outside b64token",
@@ -463,8 +480,17 @@ pub fn bearer_token(parts: &Parts) -> Result<Option<&str>, Rejection> {
     }
     // b64token is ASCII, so this cannot fail; map defensively anyway.
     std::str::from_utf8(token)
-        .map(Some)
         .map_err(|_| Rejection::invalid_credential_request("bearer token is not ASCII"))
+}
+
+/// Whether `scheme` is `bearer` in any case, as `eq_ignore_ascii_case` would say, in one
+/// comparison: setting bit 0x20 lowers an ASCII capital letter, and a byte becomes a lower-case
+/// letter that way only if it is that letter in either case.
+#[inline]
+fn is_bearer_scheme(scheme: [u8; 6]) -> bool {
+    let [a, b, c, d, e, f] = scheme;
+    let lowered = u64::from_le_bytes([a, b, c, d, e, f, 0, 0]) | 0x2020_2020_2020;
+    lowered == u64::from_le_bytes(*b"bearer\0\0")
 }
 
 fn trim_spaces(bytes: &[u8]) -> &[u8] {
@@ -493,7 +519,7 @@ fn is_b64token_char(b: u8) -> bool {
 }
 
 /// RFC 6750 `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(token: &[u8]) -> bool {
+pub(crate) fn is_b64token(token: &[u8]) -> bool {
     let body_end = token.iter().rposition(|b| *b != b'=').map_or(0, |i| i + 1);
     // `fold` with `&` (not `all`) has no early exit, so the loop vectorizes; tokens are valid in
     // the common case, so there is nothing to exit early for.
@@ -556,6 +582,36 @@ mod tests {
         assert!(is_b64token(&long));
         long[997] = b'@';
         assert!(!is_b64token(&long));
+    }
+
+    #[test]
+    fn bearer_scheme_check_matches_eq_ignore_ascii_case() {
+        // Each byte is compared on its own, so every byte value at every position, around
+        // every mix of cases, covers all inputs.
+        for case_mask in 0..64u32 {
+            let base: Vec<u8> = b"bearer"
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    if case_mask & (1 << i) != 0 {
+                        b.to_ascii_uppercase()
+                    } else {
+                        *b
+                    }
+                })
+                .collect();
+            for position in 0..6 {
+                for byte in 0..=255u8 {
+                    let mut scheme: [u8; 6] = base.clone().try_into().unwrap();
+                    scheme[position] = byte;
+                    assert_eq!(
+                        is_bearer_scheme(scheme),
+                        scheme.eq_ignore_ascii_case(b"bearer"),
+                        "{scheme:?}"
+                    );
+                }
+            }
+        }
     }
 
     fn parts(values: &[&str]) -> Parts {

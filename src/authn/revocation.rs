@@ -75,7 +75,8 @@ mod redis;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::claims::numeric_date;
@@ -317,6 +318,33 @@ impl MemoryState {
     }
 }
 
+/// The locked state; publishes its size to [`MemoryRevocationStore::entries`] when unlocked.
+struct StateGuard<'a> {
+    state: MutexGuard<'a, MemoryState>,
+    entries: &'a AtomicUsize,
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        // Runs before `state` unlocks (fields drop after this), so every change is published
+        // under the lock, in order.
+        self.entries.store(self.state.len(), Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = MemoryState;
+    fn deref(&self) -> &MemoryState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut MemoryState {
+        &mut self.state
+    }
+}
+
 /// A revocation store in this process's memory: bounded, entries expire at their TTL by the
 /// [`Clock`](crate::clock::Clock).
 ///
@@ -330,6 +358,17 @@ impl MemoryState {
 /// that.
 pub struct MemoryRevocationStore {
     state: Mutex<MemoryState>,
+    /// `state.len()` as of the last change, written under the lock after every change. A lookup
+    /// that reads 0 answers "not revoked" without taking the lock: most deployments revoke
+    /// rarely, and the lock would be shared by every request.
+    ///
+    /// Why no revocation is missed: `revoke_*` stores the new count (Release) before it
+    /// returns. A check that starts after the revocation returned is ordered after that store
+    /// (whatever told the caller the revocation is done, a response or a channel, synchronizes),
+    /// so its Acquire load reads that count or a later one. A later count is 0 only if entries
+    /// were removed after expiring, and an expired entry refuses nothing. A check racing with a
+    /// `revoke_*` that has not returned may pass, as it may with the lock (it may lock first).
+    entries: AtomicUsize,
     clock: SharedClock,
     capacity: usize,
 }
@@ -354,6 +393,7 @@ impl MemoryRevocationStore {
     pub fn new() -> Self {
         Self {
             state: Mutex::new(MemoryState::default()),
+            entries: AtomicUsize::new(0),
             clock: Arc::new(SystemClock),
             capacity: DEFAULT_MEMORY_CAPACITY,
         }
@@ -384,9 +424,13 @@ impl MemoryRevocationStore {
         self.lock().purge(now);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
-        // The state stays consistent across a panic (every update is a single map operation).
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> StateGuard<'_> {
+        StateGuard {
+            // The state stays consistent across a panic (every update is a single map
+            // operation).
+            state: self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            entries: &self.entries,
+        }
     }
 
     /// Makes room for one new entry, or refuses loudly.
@@ -466,6 +510,10 @@ impl MemoryRevocationStore {
         subject: &str,
         issued_at: Option<SystemTime>,
     ) -> Option<Revoked> {
+        // See `entries` for why this cannot miss a revocation that has been stored.
+        if self.entries.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         // The clock is read only when an entry is found: most tokens have none.
         let mut state = self.lock();
         if let Some(jti) = jti {
@@ -555,6 +603,7 @@ impl MemoryRevocationStoreBuilder {
         }
         Ok(MemoryRevocationStore {
             state: Mutex::new(MemoryState::default()),
+            entries: AtomicUsize::new(0),
             clock: self.clock,
             capacity: self.capacity,
         })
@@ -744,10 +793,23 @@ impl crate::authn::jwt::RevocationCheck for Revocation {
         self.check_reason_now(principal)
             .map(|outcome| outcome.map_err(Cow::Borrowed))
     }
+
+    fn check_token_now(
+        &self,
+        principal: &Principal,
+        jti: Option<&str>,
+        issued_at: Option<SystemTime>,
+    ) -> Option<Result<(), Cow<'static, str>>> {
+        let answer = self
+            .inner
+            .store
+            .is_revoked_now(jti, principal.subject(), issued_at)?;
+        Some(self.outcome(answer).map_err(Cow::Borrowed))
+    }
 }
 
 /// The `jti` and `iat` a revocation check looks at.
-fn token_identity(principal: &Principal) -> (Option<&str>, Option<SystemTime>) {
+pub(crate) fn token_identity(principal: &Principal) -> (Option<&str>, Option<SystemTime>) {
     let jti = principal.attribute("jti").and_then(Value::as_str);
     let issued_at = principal
         .attribute("iat")
@@ -1024,6 +1086,50 @@ mod tests {
         clock.advance(Duration::from_secs(400));
         store.purge_expired();
         assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_lock_free_empty_answer_never_hides_a_stored_revocation() {
+        let (clock, store, revocation) = setup(100_000);
+        let now = clock.unix_seconds();
+        assert_eq!(store.entries.load(Ordering::Acquire), 0);
+        // Every change, removals on lookup and purges included, publishes the size.
+        revocation.revoke_jti("a", None).await.unwrap();
+        revocation.revoke_subject_now("s").await.unwrap();
+        assert_eq!(store.entries.load(Ordering::Acquire), 2);
+        let soon = UNIX_EPOCH + Duration::from_secs(now + 1);
+        store.revoke_jti_now("b", soon).unwrap();
+        assert_eq!(store.entries.load(Ordering::Acquire), 3);
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(store.lookup(Some("b"), "u", None), None);
+        assert_eq!(
+            store.entries.load(Ordering::Acquire),
+            2,
+            "expired b dropped"
+        );
+        clock.advance(Duration::from_secs(25 * 3600));
+        store.purge_expired();
+        assert_eq!(store.entries.load(Ordering::Acquire), 0);
+        assert!(store.is_empty());
+
+        // Another thread revokes and says so; a check made after hearing it refuses.
+        let (told, heard) = std::sync::mpsc::channel();
+        let writer = {
+            let store = store.clone();
+            let clock = clock.clone();
+            std::thread::spawn(move || {
+                let until = clock.now() + Duration::from_secs(60);
+                for i in 0..2_000u32 {
+                    store.revoke_jti_now(&format!("jti-{i}"), until).unwrap();
+                    told.send(i).unwrap();
+                }
+            })
+        };
+        for i in heard.iter() {
+            let jti = format!("jti-{i}");
+            assert_eq!(store.lookup(Some(&jti), "u", None), Some(Revoked::Jti));
+        }
+        writer.join().unwrap();
     }
 
     #[derive(Debug)]

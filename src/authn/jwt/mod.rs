@@ -56,8 +56,9 @@ pub mod remote;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::request::Parts;
@@ -73,7 +74,7 @@ pub use self::multi::{MultiIssuer, MultiIssuerBuilder};
 pub use self::remote::{FetchError, JwksStatus, RemoteJwks, RemoteJwksBuilder, StartupMode};
 #[cfg(feature = "oidc")]
 pub(crate) use self::remote::{display_url, fetch_bounded, http_client, parse_url};
-use crate::authn::{AuthFuture, Authenticator, bearer_token};
+use crate::authn::{AuthFuture, Authenticator, b64token_str, bearer_token, bearer_token_bytes};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::ConfigError;
 use crate::principal::Principal;
@@ -159,6 +160,21 @@ pub trait RevocationCheck: Send + Sync + fmt::Debug + 'static {
     fn check_now(&self, principal: &Principal) -> Option<Result<(), Cow<'static, str>>> {
         let _ = principal;
         None
+    }
+
+    /// [`check_now`](Self::check_now) for a principal whose `jti` (when a string) and `iat`
+    /// (whole seconds, when a number) the caller has already read from
+    /// [`Principal::attributes`]: the JWT authenticator reads them once per token, when it
+    /// verifies and caches it, so a check on a cached token need not look them up again. Must
+    /// answer as `check_now(principal)` does; the default ignores them and calls it.
+    fn check_token_now(
+        &self,
+        principal: &Principal,
+        jti: Option<&str>,
+        issued_at: Option<SystemTime>,
+    ) -> Option<Result<(), Cow<'static, str>>> {
+        let _ = (jti, issued_at);
+        self.check_now(principal)
     }
 }
 
@@ -297,11 +313,63 @@ impl KeySet {
     }
 }
 
+/// A verified token: what the cache keeps, and what a verification returns.
 #[derive(Clone)]
 struct CachedToken {
     principal: Principal,
     expires_at: u64,
     generation: u64,
+    identity: TokenIdentity,
+}
+
+/// The `jti` and `iat` the revocation check reads, taken from the principal's attributes once,
+/// when the token is verified, instead of by two hashed lookups on every cached request.
+#[derive(Clone, Copy)]
+struct TokenIdentity {
+    /// Position of the `jti` attribute (when it is a string) in the principal's attributes,
+    /// which never change: reading it back takes no hashing and no reference count.
+    jti_index: Option<usize>,
+    issued_at: Option<SystemTime>,
+}
+
+impl TokenIdentity {
+    fn of(principal: &Principal) -> Self {
+        let (_, issued_at) = crate::authn::revocation::token_identity(principal);
+        let jti_index = principal
+            .attributes()
+            .iter()
+            .position(|(name, value)| name == "jti" && value.is_string());
+        Self {
+            jti_index,
+            issued_at,
+        }
+    }
+
+    /// The `jti` of `principal`, the principal this identity was taken from.
+    fn jti<'p>(&self, principal: &'p Principal) -> Option<&'p str> {
+        let index = self.jti_index?;
+        match principal.attributes().iter().nth(index) {
+            Some((name, value)) if name == "jti" => value.as_str(),
+            // Not reached: the attributes are immutable. Look the claim up by name anyway.
+            _ => principal.attribute("jti").and_then(Value::as_str),
+        }
+    }
+}
+
+/// A cache lookup's answer.
+enum Probed {
+    Hit(CachedToken),
+    /// Not cached (or stale): what the full verification reuses.
+    Miss(Probe),
+}
+
+struct Probe {
+    now: u64,
+    /// The token's SHA-256 digest, when there is a cache.
+    cache_key: Option<[u8; 32]>,
+    /// The prepared keys, when they were loaded for the lookup (key sources other than the
+    /// builder's own keys).
+    keys: Option<Arc<KeySet>>,
 }
 
 type TokenCache = quick_cache::sync::Cache<[u8; 32], CachedToken>;
@@ -317,6 +385,11 @@ struct Inner {
     cache: Option<TokenCache>,
     clock: SharedClock,
     max_token_bytes: usize,
+    /// With the builder's own keys: the generation of `prepared`, stored after it, so a cache
+    /// hit checks the generation with one atomic load instead of loading `prepared`.
+    static_generation: AtomicU64,
+    /// Serializes `replace_keys`, so `prepared` and `static_generation` change together.
+    replacing: Mutex<()>,
 }
 
 /// Verifies JWT bearer tokens. Cheap to clone. See the [module docs](self).
@@ -354,6 +427,11 @@ impl JwtAuthenticator {
                 "replace_keys needs configured keys; this authenticator uses a key source",
             ));
         };
+        let _replacing = self
+            .inner
+            .replacing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let snapshot = Arc::new(KeySnapshot { keys });
         let next = self.inner.prepared.load().generation + 1;
         let set = KeySet::new(
@@ -364,6 +442,8 @@ impl JwtAuthenticator {
         )?;
         static_keys.current.store(snapshot);
         self.inner.prepared.store(Arc::new(set));
+        // Release: a cache hit that reads `next` also sees the new `prepared`.
+        self.inner.static_generation.store(next, Ordering::Release);
         if let Some(cache) = &self.inner.cache {
             cache.clear();
         }
@@ -378,6 +458,7 @@ impl JwtAuthenticator {
     /// the token.
     pub fn verify(&self, token: &str) -> Result<Principal, Rejection> {
         self.verify_inner(token)
+            .map(|verified| verified.principal)
             .map_err(|e| Rejection::invalid_credential(e.reason()))
     }
 
@@ -385,11 +466,12 @@ impl JwtAuthenticator {
     /// unknown `kid` (if the key source can refresh), plus the revocation check.
     pub async fn authenticate_token(&self, token: &str) -> Result<Principal, Rejection> {
         let principal = match self.verify_inner(token) {
-            Ok(principal) => principal,
+            Ok(verified) => verified.principal,
             Err(VerifyError::UnknownKid(kid)) => {
                 if self.inner.source.unknown_kid(&kid).await {
                     self.verify_inner(token)
                         .map_err(|e| Rejection::invalid_credential(e.reason()))?
+                        .principal
                 } else {
                     return Err(Rejection::invalid_credential("unknown kid"));
                 }
@@ -430,7 +512,15 @@ impl JwtAuthenticator {
         next
     }
 
-    fn verify_inner(&self, token: &str) -> Result<Principal, VerifyError> {
+    fn verify_inner(&self, token: &str) -> Result<CachedToken, VerifyError> {
+        match self.probe(token.as_bytes())? {
+            Probed::Hit(hit) => Ok(hit),
+            Probed::Miss(probe) => self.verify_uncached(token, probe),
+        }
+    }
+
+    /// The size limit and the verified-token cache: everything a cached token needs.
+    fn probe(&self, token: &[u8]) -> Result<Probed, VerifyError> {
         let inner = &*self.inner;
         if token.len() > inner.max_token_bytes {
             return Err(format!(
@@ -441,20 +531,45 @@ impl JwtAuthenticator {
             .into());
         }
         let now = inner.clock.unix_seconds();
-        let keys = self.current_keys();
-        let cache_key: Option<[u8; 32]> = inner
-            .cache
-            .as_ref()
-            .map(|_| Sha256::digest(token.as_bytes()).into());
-        if let (Some(cache), Some(hash)) = (&inner.cache, &cache_key)
-            && let Some(hit) = cache.get(hash)
-        {
-            if hit.generation == keys.generation && now < hit.expires_at {
-                return Ok(hit.principal);
+        let Some(cache) = &inner.cache else {
+            return Ok(Probed::Miss(Probe {
+                now,
+                cache_key: None,
+                keys: None,
+            }));
+        };
+        // The builder's own keys change only through `replace_keys`: their generation is one
+        // atomic load. A key source is asked for its snapshot (which may re-prepare the keys
+        // and clear the cache) before the lookup.
+        let (generation, keys) = if inner.static_keys.is_some() {
+            (inner.static_generation.load(Ordering::Acquire), None)
+        } else {
+            let keys = self.current_keys();
+            (keys.generation, Some(keys))
+        };
+        let hash: [u8; 32] = Sha256::digest(token).into();
+        if let Some(hit) = cache.get(&hash) {
+            if hit.generation == generation && now < hit.expires_at {
+                return Ok(Probed::Hit(hit));
             }
-            cache.remove(hash);
+            cache.remove(&hash);
         }
+        Ok(Probed::Miss(Probe {
+            now,
+            cache_key: Some(hash),
+            keys,
+        }))
+    }
 
+    /// The full verification of a token the cache does not hold; caches the result.
+    fn verify_uncached(&self, token: &str, probe: Probe) -> Result<CachedToken, VerifyError> {
+        let inner = &*self.inner;
+        let Probe {
+            now,
+            cache_key,
+            keys,
+        } = probe;
+        let keys = keys.unwrap_or_else(|| self.current_keys());
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| VerifyError::from("malformed or unsupported token header"))?;
         if header.crit.is_some() {
@@ -483,17 +598,22 @@ impl JwtAuthenticator {
             header.kid,
             format!("{:?}", header.alg),
         )?;
-        if let (Some(cache), Some(hash)) = (&inner.cache, cache_key) {
-            cache.insert(
-                hash,
-                CachedToken {
-                    principal: principal.clone(),
-                    expires_at: validated.expires_at,
-                    generation: keys.generation,
-                },
-            );
+        let verified = CachedToken {
+            identity: TokenIdentity::of(&principal),
+            principal,
+            expires_at: validated.expires_at,
+            generation: keys.generation,
+        };
+        // A cache hit skips the `b64token` check of the request's bearer token (the digest
+        // matches bytes cached here), so only tokens that pass it are cached. A token that
+        // verifies always does (base64url segments and dots); this keeps it true by
+        // construction for tokens given to `verify` directly.
+        if let (Some(cache), Some(hash)) = (&inner.cache, cache_key)
+            && crate::authn::is_b64token(token.as_bytes())
+        {
+            cache.insert(hash, verified.clone());
         }
-        Ok(principal)
+        Ok(verified)
     }
 }
 
@@ -510,20 +630,44 @@ impl Authenticator for JwtAuthenticator {
     /// Everything but a key refresh for an unknown `kid` and a revocation store that cannot
     /// answer at once.
     fn authenticate_now(&self, parts: &Parts) -> Option<Result<Option<Principal>, Rejection>> {
-        let token = match bearer_token(parts) {
-            Ok(Some(token)) => token,
+        // `bearer_token` in two halves, so a cached token skips the character check: the cache
+        // holds only tokens that passed it, and a hit means these very bytes (same SHA-256).
+        // Refusals keep `bearer_token`'s order: its format errors (400) come first.
+        let bytes = match bearer_token_bytes(parts) {
+            Ok(Some(bytes)) => bytes,
             Ok(None) => return Some(Ok(None)),
             Err(rejection) => return Some(Err(rejection)),
         };
-        let principal = match self.verify_inner(token) {
-            Ok(principal) => principal,
-            Err(VerifyError::UnknownKid(_)) => return None,
-            Err(e) => return Some(Err(Rejection::invalid_credential(e.reason()))),
+        let verified = match self.probe(bytes) {
+            Ok(Probed::Hit(hit)) => hit,
+            Ok(Probed::Miss(probe)) => {
+                let token = match b64token_str(bytes) {
+                    Ok(token) => token,
+                    Err(rejection) => return Some(Err(rejection)),
+                };
+                match self.verify_uncached(token, probe) {
+                    Ok(verified) => verified,
+                    Err(VerifyError::UnknownKid(_)) => return None,
+                    Err(e) => return Some(Err(Rejection::invalid_credential(e.reason()))),
+                }
+            }
+            Err(e) => {
+                if let Err(rejection) = b64token_str(bytes) {
+                    return Some(Err(rejection));
+                }
+                return Some(Err(Rejection::invalid_credential(e.reason())));
+            }
         };
+        let CachedToken {
+            principal,
+            identity,
+            ..
+        } = verified;
         let Some(revocation) = &self.inner.revocation else {
             return Some(Ok(Some(principal)));
         };
-        let outcome = revocation.check_now(&principal)?;
+        let outcome =
+            revocation.check_token_now(&principal, identity.jti(&principal), identity.issued_at)?;
         Some(
             outcome
                 .map(|()| Some(principal))
@@ -833,6 +977,8 @@ impl JwtAuthenticatorBuilder {
                 cache,
                 clock: self.clock,
                 max_token_bytes: self.max_token_bytes,
+                static_generation: AtomicU64::new(0),
+                replacing: Mutex::new(()),
             }),
         })
     }
@@ -1100,6 +1246,137 @@ mod tests {
             .unwrap_err();
         assert!(missing.message().contains("cannot read JWKS file"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn request(values: &[&str]) -> Parts {
+        let mut parts = http::Request::new(()).into_parts().0;
+        for value in values {
+            parts.headers.append(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        parts
+    }
+
+    /// `Ok(subject)`, or `Err((status, detail))`, from an authenticator's answer.
+    fn summary(
+        outcome: Result<Option<Principal>, Rejection>,
+    ) -> Result<Option<String>, (http::StatusCode, String)> {
+        outcome
+            .map(|p| p.map(|p| p.subject().to_owned()))
+            .map_err(|r| (r.status(), r.detail().to_owned()))
+    }
+
+    #[tokio::test]
+    async fn cached_tokens_skip_no_refusal_and_keep_its_order() {
+        let key = TestKey::ed25519("k");
+        let auth = builder(&key).max_token_bytes(1024).build().unwrap();
+        let good = key.mint(&key.claims("alice", ISS, AUD));
+        let ok = |s: &str| Ok(Some(s.to_owned()));
+        let bad_request = |detail: &str| Err((http::StatusCode::BAD_REQUEST, detail.to_owned()));
+        let outside = "bearer token has characters outside b64token";
+        let long_good = "a".repeat(1025);
+        let long_bad = format!("{long_good}\"");
+        type Expected = Result<Option<String>, (http::StatusCode, String)>;
+        let cases: Vec<(String, Expected)> = vec![
+            (format!("Bearer {good}"), ok("alice")),
+            (format!("bearer   {good}  "), ok("alice")),
+            (format!("Bearer {good}\""), bad_request(outside)),
+            (format!("Bearer \"{good}"), bad_request(outside)),
+            (format!("Bearer {good} x"), bad_request(outside)),
+            (
+                format!("Bearer {}", good.replace('.', "@")),
+                bad_request(outside),
+            ),
+            // Too long and outside b64token: the format error (400) comes first.
+            (format!("Bearer {long_bad}"), bad_request(outside)),
+            (
+                format!("Bearer {long_good}"),
+                Err((
+                    http::StatusCode::UNAUTHORIZED,
+                    "token of 1025 bytes exceeds the 1024 byte limit".into(),
+                )),
+            ),
+            ("Bearer".into(), bad_request("empty bearer token")),
+            ("Bearer    ".into(), bad_request("empty bearer token")),
+            (format!("Bearerx {good}"), Ok(None)),
+            (format!("Basic {good}"), Ok(None)),
+        ];
+        // Cold cache, then with the good token cached.
+        for round in ["cold", "warm"] {
+            for (header, expected) in &cases {
+                let parts = request(&[header]);
+                let now = auth.authenticate_now(&parts).expect("answers at once");
+                assert_eq!(&summary(now), expected, "{round} now: {header:.40}");
+                let later = auth.authenticate(&parts).await;
+                assert_eq!(&summary(later), expected, "{round} async: {header:.40}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_tokens_see_revocations_made_after_caching() {
+        use crate::authn::revocation::{
+            DETAIL_JTI_REVOKED, DETAIL_SUBJECT_REVOKED, MemoryRevocationStore, Revocation,
+        };
+        let revocation = Revocation::builder(MemoryRevocationStore::new())
+            .build()
+            .unwrap();
+        let key = TestKey::ed25519("k");
+        let auth = builder(&key)
+            .revocation(Arc::new(revocation.clone()))
+            .build()
+            .unwrap();
+        let mut numeric_jti = key.claims("nina", ISS, AUD);
+        numeric_jti["jti"] = json!(7);
+        let mut no_iat = key.claims("ivan", ISS, AUD);
+        no_iat.as_object_mut().unwrap().remove("iat");
+        let mut no_jti = key.claims("jo", ISS, AUD);
+        no_jti.as_object_mut().unwrap().remove("jti");
+        let mut jti_first = serde_json::Map::new();
+        jti_first.insert("jti".into(), json!("first"));
+        jti_first.extend(key.claims("fred", ISS, AUD).as_object().unwrap().clone());
+        jti_first.insert("jti".into(), json!("first"));
+        let tokens: Vec<String> = [
+            key.claims("alice", ISS, AUD),
+            numeric_jti,
+            no_iat,
+            no_jti,
+            Value::Object(jti_first),
+        ]
+        .iter()
+        .map(|claims| key.mint(claims))
+        .collect();
+        let now = |token: &str| {
+            summary(
+                auth.authenticate_now(&request(&[&format!("Bearer {token}")]))
+                    .unwrap(),
+            )
+        };
+        for token in &tokens {
+            assert!(now(token).is_ok());
+            // The identity read once at caching equals a fresh read of the attributes.
+            let cached = auth.verify_inner(token).ok().unwrap();
+            let (jti, issued_at) = crate::authn::revocation::token_identity(&cached.principal);
+            assert_eq!(cached.identity.jti(&cached.principal), jti);
+            assert_eq!(cached.identity.issued_at, issued_at);
+        }
+        let alice = auth.verify(&tokens[0]).unwrap();
+        revocation.revoke_principal(&alice).await.unwrap();
+        let revoked = |detail: &str| Err((http::StatusCode::UNAUTHORIZED, detail.to_owned()));
+        assert_eq!(now(&tokens[0]), revoked(DETAIL_JTI_REVOKED));
+        // A numeric jti is no jti to the check (as before): revoking "7" refuses nothing.
+        revocation.revoke_jti("7", None).await.unwrap();
+        assert!(now(&tokens[1]).is_ok());
+        revocation.revoke_jti("first", None).await.unwrap();
+        assert_eq!(now(&tokens[4]), revoked(DETAIL_JTI_REVOKED));
+        // Without iat, a subject entry refuses the token; without jti, the subject still does.
+        revocation.revoke_subject_now("ivan").await.unwrap();
+        assert_eq!(now(&tokens[2]), revoked(DETAIL_SUBJECT_REVOKED));
+        revocation.revoke_subject_now("jo").await.unwrap();
+        assert_eq!(now(&tokens[3]), revoked(DETAIL_SUBJECT_REVOKED));
+        assert!(now(&tokens[1]).is_ok());
     }
 
     #[test]
