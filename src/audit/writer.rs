@@ -392,31 +392,6 @@ impl Spare {
     }
 }
 
-/// An event with no field set, to leave in a box that waits for reuse.
-fn empty_event() -> AuditEvent {
-    AuditEvent {
-        timestamp: std::time::UNIX_EPOCH,
-        event: EventType::AuditLoss,
-        severity: super::event::Severity::Info,
-        request_id: None,
-        trace_id: None,
-        decision_id: None,
-        principal: None,
-        client_ip: None,
-        method: None,
-        route: None,
-        path: None,
-        grpc_method: None,
-        status: None,
-        grpc_status: None,
-        policy_ids: Vec::new(),
-        reason_code: None,
-        reason: None,
-        duration: None,
-        details: Vec::new(),
-    }
-}
-
 impl Writer {
     /// Sets the queue-depth gauge: events handed over but not yet processed.
     fn report_depth(&mut self) {
@@ -506,7 +481,7 @@ impl Writer {
     /// Drops the event's fields and keeps its box for reuse.
     fn recycle(&mut self, mut event: Box<AuditEvent>) {
         if self.emptied.len() < SPARE_BOXES {
-            *event = empty_event();
+            *event = AuditEvent::blank();
             self.emptied.push(event);
         }
         // A writer that never finds its queue empty hands boxes back in groups too.
