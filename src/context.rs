@@ -275,8 +275,8 @@ impl RequestContextLayer {
     /// Records the per-request events with `auditor` (sinks, sampling, alerts) and hands it
     /// to the inner layers in the request extensions, so their events (authorization
     /// decisions, `authn.success`) go to the same place. When `auditor` is the one installed
-    /// with [`install_global`](crate::audit::install_global), inner layers use it as the
-    /// global auditor and it is not inserted.
+    /// with [`install_global`](crate::audit::install_global) and no outer layer inserted
+    /// another, inner layers use it as the global auditor and it is not inserted.
     ///
     /// Default: the [`global`](crate::audit::global) auditor, which is the `tracing` sink
     /// unless the application installed another.
@@ -384,7 +384,7 @@ where
         // Inner layers record with the auditor in the extensions, or the global one: the
         // installed global auditor needs no per-request insert.
         if let Some(auditor) = &self.auditor
-            && !auditor.is_installed_global()
+            && !(auditor.is_installed_global() && req.extensions().get::<Auditor>().is_none())
         {
             req.extensions_mut().insert(auditor.clone());
         }

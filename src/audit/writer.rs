@@ -428,6 +428,11 @@ impl Writer {
                     self.hand_back();
                     let _ = self.write_out();
                     self.report_loss();
+                    if idle == 0 {
+                        // Events were processed since the last empty poll: report 0 again, so a
+                        // recorder installed after this thread started sees the gauge too.
+                        self.reported_depth = None;
+                    }
                     self.set_depth(0);
                     if idle < IDLE_POLLS {
                         idle += 1;

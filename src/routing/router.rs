@@ -460,15 +460,16 @@ impl<S: Clone + Send + Sync + 'static> SecureRouter<S> {
 /// handler and fallback before anything else, so no handler sees a refused request.
 fn hygiene_refusal(hygiene: Option<&RequestHygieneLayer>, req: &Request) -> Option<Response> {
     let hygiene = hygiene?;
-    // Nested routers see the path without their prefix; the client sent the original.
-    let uri = req
-        .extensions()
-        .get::<axum::extract::OriginalUri>()
-        .map_or(req.uri(), |original| &original.0);
-    hygiene
-        .check_parts(req.method(), uri, req.headers())
-        .err()
-        .map(Rejection::into_deferred_response)
+    // Nested routers see the path without their prefix: check what the client sent. A layer
+    // outside this router may also have rewritten the URI: then check what is routed too.
+    let routed = req.uri();
+    let refused = match req.extensions().get::<axum::extract::OriginalUri>() {
+        Some(original) if original.0 != *routed => hygiene
+            .check_parts(req.method(), &original.0, req.headers())
+            .and_then(|()| hygiene.check_parts(req.method(), routed, req.headers())),
+        _ => hygiene.check_parts(req.method(), routed, req.headers()),
+    };
+    refused.err().map(Rejection::into_deferred_response)
 }
 
 /// A route's guard: hygiene, then the policy on the matched route template.
@@ -515,7 +516,12 @@ where
             return GuardedFuture::denied(rejection.into_deferred_response());
         };
         match authorize(&guard.policy, Some(&guard.config), route, req) {
-            Ok((req, route)) => GuardedFuture::allowed(self.handler.call(req, state), route),
+            Ok((mut req, route)) => {
+                // For guards inside the handler (`PolicyGuardLayer::new`) and handlers that
+                // read the router's role tables.
+                req.extensions_mut().insert(guard.config.clone());
+                GuardedFuture::allowed(self.handler.call(req, state), route)
+            }
             Err(response) => GuardedFuture::denied(response),
         }
     }

@@ -300,6 +300,51 @@ async fn hygiene_sees_the_full_path_of_nested_routes() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A guard inside a handler (`PolicyGuardLayer::new`) reads the router's role tables from the
+/// request, as it did when the router put them there with a layer.
+#[tokio::test]
+async fn inner_guards_see_the_routers_role_hierarchy() {
+    use axum::handler::Handler;
+    use portcullis::authz::{PolicyGuardLayer, authenticated};
+
+    let handler = (|| async { "inner" }).layer(PolicyGuardLayer::new(has_role("reader")));
+    let router = SecureRouter::with_rbac(rbac())
+        .route("/inner", get(handler, authenticated()))
+        .into_router()
+        .expect("valid routes");
+    let app = secure(router, jwt());
+    // An admin is a reader through the hierarchy only.
+    let admin = token("user-admin", &["admin"]);
+    let (parts, body) = send(&app, request(&Method::GET, "/inner", &[&admin])).await;
+    check_success(&parts, &body, StatusCode::OK).unwrap();
+    let plain = token("user-plain", &[]);
+    let (parts, body) = send(&app, request(&Method::GET, "/inner", &[&plain])).await;
+    check_refusal(&parts, &body, Refusal::Forbidden, &[&plain]).unwrap();
+}
+
+/// A layer that rewrites the URI after the router matched does not slip an ambiguous target
+/// past the hygiene checks: both the client's and the rewritten target are checked.
+#[tokio::test]
+async fn hygiene_checks_a_rewritten_target_too() {
+    let router = SecureRouter::new()
+        .route("/docs/{id}", get(|| async { "doc" }, public()))
+        .into_router()
+        .expect("valid routes")
+        .layer(tower::util::MapRequestLayer::new(
+            |mut req: axum::extract::Request| {
+                if req.uri().path() == "/docs/rewrite" {
+                    *req.uri_mut() = "/docs/%2e%2e".parse().expect("valid URI");
+                }
+                req
+            },
+        ));
+    let app = secure(router, jwt());
+    let (parts, body) = send(&app, request(&Method::GET, "/docs/1", &[])).await;
+    check_success(&parts, &body, StatusCode::OK).unwrap();
+    let (parts, body) = send(&app, request(&Method::GET, "/docs/rewrite", &[])).await;
+    check_refusal(&parts, &body, Refusal::BadRequest, &[]).unwrap();
+}
+
 /// Policies see the matched template and decoded parameters, never the raw path.
 #[tokio::test]
 async fn policies_see_the_template_not_the_raw_path() {
