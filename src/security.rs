@@ -20,10 +20,12 @@ use crate::headers::{CorsLayer, SecureHeadersLayer};
 /// reach every response, the rendered refusals included.
 ///
 /// `Router::layer(security)` (below) is the shortest way to apply it. In a busy server, wrap the
-/// finished router instead, `Router::new().fallback_service(security.layer(router))` or a
-/// `ServiceBuilder`: `Router::layer` boxes the stack around every route and axum clones that
-/// chain of boxes on every request, which costs dozens of allocations per request in a deep
-/// stack (`examples/secure_api.rs` does this; figures in `docs/benchmarks.md`).
+/// finished router instead (`security.layer(router)` or a `ServiceBuilder`) and serve that
+/// service with `axum::ServiceExt::into_make_service_with_connect_info`, mapping the body with
+/// `axum::body::Body::new`; `Router::new().fallback_service(..)` also works at the cost of one
+/// boxed level. `Router::layer` boxes the stack around every route and axum clones that chain of
+/// boxes on every request, which costs dozens of allocations per request in a deep stack
+/// (`examples/secure_api.rs` serves its stack directly; figures in `docs/benchmarks.md`).
 ///
 /// ```
 /// use axum::body::Body;
