@@ -464,10 +464,10 @@ fn hygiene_refusal(hygiene: Option<&RequestHygieneLayer>, req: &Request) -> Opti
     // outside this router may also have rewritten the URI: then check what is routed too.
     let routed = req.uri();
     let refused = match req.extensions().get::<axum::extract::OriginalUri>() {
-        Some(original) if original.0 != *routed => hygiene
-            .check_parts(req.method(), &original.0, req.headers())
-            .and_then(|()| hygiene.check_parts(req.method(), routed, req.headers())),
-        _ => hygiene.check_parts(req.method(), routed, req.headers()),
+        Some(original) if original.0 != *routed => {
+            hygiene.check_parts(req.method(), &[&original.0, routed], req.headers())
+        }
+        _ => hygiene.check_parts(req.method(), &[routed], req.headers()),
     };
     refused.err().map(Rejection::into_deferred_response)
 }

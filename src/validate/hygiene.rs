@@ -325,14 +325,17 @@ impl RequestHygieneLayer {
 
     /// Checks one request; `Err` carries the refusal.
     pub fn check<B>(&self, req: &Request<B>) -> Result<(), Rejection> {
-        self.check_parts(req.method(), req.uri(), req.headers())
+        self.check_parts(req.method(), &[req.uri()], req.headers())
     }
 
     /// [`check`](Self::check) on a request's method, URI and headers.
+    ///
+    /// Every URI in `targets` is checked (length and path): a router checks both the URI the
+    /// client sent and the one it routed when a layer rewrote it; method and headers once.
     pub(crate) fn check_parts(
         &self,
         method: &Method,
-        uri: &http::Uri,
+        targets: &[&http::Uri],
         headers: &http::HeaderMap,
     ) -> Result<(), Rejection> {
         let limits = &self.limits;
@@ -340,10 +343,12 @@ impl RequestHygieneLayer {
         if !limits.methods.contains(method) {
             return refuse(format!("method {} not accepted", truncate_method(method)));
         }
-        let uri_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len())
-            + uri.authority().map_or(0, |a| a.as_str().len());
-        if uri_len > limits.max_uri_len {
-            return refuse(format!("URI of {uri_len} bytes above the limit"));
+        for uri in targets {
+            let uri_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+                + uri.authority().map_or(0, |a| a.as_str().len());
+            if uri_len > limits.max_uri_len {
+                return refuse(format!("URI of {uri_len} bytes above the limit"));
+            }
         }
         if headers.len() > limits.max_headers {
             return refuse(format!("{} header fields above the limit", headers.len()));
@@ -362,10 +367,12 @@ impl RequestHygieneLayer {
             return refuse(format!("header section of {section} bytes above the limit"));
         }
         if limits.check_paths {
-            let path = uri.path();
-            let asterisk = path == "*" && method == Method::OPTIONS;
-            if !asterisk && let Err(issue) = check_path(path) {
-                return refuse(format!("ambiguous path: {issue}"));
+            for uri in targets {
+                let path = uri.path();
+                let asterisk = path == "*" && method == Method::OPTIONS;
+                if !asterisk && let Err(issue) = check_path(path) {
+                    return refuse(format!("ambiguous path: {issue}"));
+                }
             }
         }
         Ok(())
