@@ -365,22 +365,20 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let source = client_ip(req.extensions(), req.headers(), self.client_ip.as_deref());
+        let (grpc, traceparent) = edge_headers(req.headers());
+        let trace_id = traceparent.and_then(|v| TraceId::from_traceparent(v.as_bytes()));
         let context = RequestContext {
             request_id: RequestId::generate(),
             started: Instant::now(),
             client_ip: source.as_ref().map(|s| match s {
                 Source::Outer(ip) | Source::Derived(ip) => *ip,
             }),
-            grpc: is_grpc(req.headers()),
+            grpc,
         };
         // An outer layer's `ClientIp` is already there for the later layers.
         if let Some(Source::Derived(ip)) = source {
             req.extensions_mut().insert(ClientIp(ip));
         }
-        let trace_id = req
-            .headers()
-            .get(TRACEPARENT)
-            .and_then(|v| TraceId::from_traceparent(v.as_bytes()));
         // Inner layers record with the auditor in the extensions, or the global one: the
         // installed global auditor needs no per-request insert.
         if let Some(auditor) = &self.auditor
@@ -403,6 +401,27 @@ where
             state: Some(state),
         }
     }
+}
+
+/// Whether the request is gRPC (as [`is_grpc`] judges it) and its first `traceparent`, in one
+/// pass over the request's few headers instead of a hashed lookup per name. A request with
+/// many headers is looked up instead.
+fn edge_headers(headers: &http::HeaderMap) -> (bool, Option<&HeaderValue>) {
+    const SCAN_LIMIT: usize = 8;
+    if headers.len() > SCAN_LIMIT {
+        return (is_grpc(headers), headers.get(TRACEPARENT));
+    }
+    let mut content_type = None;
+    let mut traceparent = None;
+    for (name, value) in headers {
+        if *name == header::CONTENT_TYPE {
+            content_type.get_or_insert(value);
+        } else if *name == TRACEPARENT {
+            traceparent.get_or_insert(value);
+        }
+    }
+    let grpc = content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    (grpc, traceparent)
 }
 
 struct EdgeState {
@@ -685,6 +704,55 @@ mod tests {
         use http_body_util::BodyExt;
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn edge_headers_agree_with_lookups() {
+        let cases: Vec<Vec<(&str, &str)>> = vec![
+            vec![],
+            vec![("content-type", "application/grpc")],
+            vec![
+                ("content-type", "application/grpc+proto"),
+                ("te", "trailers"),
+            ],
+            vec![("content-type", "application/json")],
+            vec![
+                (
+                    "traceparent",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                ),
+                ("authorization", "Bearer x"),
+            ],
+            // Repeated names: the first value counts, as `HeaderMap::get` returns it.
+            vec![
+                ("content-type", "text/plain"),
+                ("content-type", "application/grpc"),
+                ("traceparent", "first"),
+                ("traceparent", "second"),
+            ],
+            // More headers than are scanned: looked up instead.
+            (0..12)
+                .map(|i| {
+                    (
+                        ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"][i],
+                        "v",
+                    )
+                })
+                .chain([("content-type", "application/grpc"), ("traceparent", "t")])
+                .collect(),
+        ];
+        for case in cases {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in &case {
+                headers.append(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                );
+            }
+            let (grpc, traceparent) = edge_headers(&headers);
+            assert_eq!(grpc, is_grpc(&headers), "{case:?}");
+            assert_eq!(traceparent, headers.get(TRACEPARENT), "{case:?}");
+        }
     }
 
     #[test]

@@ -241,30 +241,26 @@ pub(crate) fn authorize<B, ResBody: Default>(
         .cloned()
         .or_else(|| req.extensions().get::<Arc<AuthzConfig>>().cloned())
         .unwrap_or_else(|| DEFAULT_CONFIG.clone());
+    let context = req.extensions().get::<RequestContext>();
     let ctx = PolicyContext {
         principal: req.extensions().get::<Principal>(),
         method: req.method(),
         route: &route,
         params: &param_refs,
-        client_ip: req
-            .extensions()
-            .get::<RequestContext>()
-            .and_then(|c| c.client_ip),
+        client_ip: context.and_then(|c| c.client_ip),
         rbac: &config.rbac,
         clock: &*config.clock,
         resource: None,
-        grpc: is_grpc(req.headers()),
+        // The edge judged it from the same headers.
+        grpc: context.map_or_else(|| is_grpc(req.headers()), |c| c.grpc),
     };
     let started = Instant::now();
     let decision = policy.evaluate(&ctx);
-    let evaluation = started.elapsed();
-    let request_id = req
-        .extensions()
-        .get::<RequestContext>()
-        .map(|c| c.request_id);
+    let request_id = context.map(|c| c.request_id);
     match decision {
         Decision::Allow => {
             if config.sample_allow() {
+                let evaluation = started.elapsed();
                 let mut event = DecisionRecord {
                     decision_id: RequestId::generate().as_str(),
                     allowed: true,
@@ -284,6 +280,7 @@ pub(crate) fn authorize<B, ResBody: Default>(
             Ok((req, MatchedRoute(route)))
         }
         Decision::Deny(denial) => {
+            let evaluation = started.elapsed();
             let decision_id = RequestId::generate();
             let mut event = DecisionRecord {
                 decision_id: decision_id.as_str(),
