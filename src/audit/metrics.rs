@@ -4,7 +4,7 @@
 //! types, authentication method names, policy ids from the configuration, rejection kinds,
 //! alert names, `success`/`failure`. Never a path, a subject, an address or a credential.
 //!
-//! Any global or local recorder works; [`install_recorder`] (feature `metrics`) installs one
+//! Any global or local recorder works; `install_recorder` (feature `metrics`) installs one
 //! with portcullis' fixed-label series registered up front, which saves a registry lookup per
 //! metric on the request path (see its caveats).
 //!
