@@ -237,8 +237,9 @@ mod imp {
     /// with `metrics::set_global_recorder`.
     ///
     /// # Errors
-    /// [`metrics::SetRecorderError`], carrying `recorder` back, when a global recorder is
-    /// already installed; portcullis then keeps going through the facade.
+    /// [`metrics::SetRecorderError`], carrying `recorder` back (its fixed-label series already
+    /// registered, at zero), when a global recorder is already installed; portcullis then keeps
+    /// going through the facade.
     ///
     /// # Example
     /// ```
