@@ -589,14 +589,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     portcullis::audit::install_global(auditor.clone())?;
     // Credential verification time as a bucketed histogram: it aggregates across replicas
     // (a summary's quantiles do not) and is cheaper to maintain per request.
-    let metrics = PrometheusBuilder::new()
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(portcullis::audit::metrics::AUTHN_DURATION.into()),
             &VERIFICATION_SECONDS_BUCKETS,
         )?
-        .install_recorder()?;
+        .build_recorder();
+    let metrics = recorder.handle();
+    // Global recorder with portcullis' fixed-label series registered once, not per request
+    // (no idle timeout above: evicted series would not come back, docs/metrics.md).
+    portcullis::audit::metrics::install_recorder(recorder)?;
     {
-        // Histograms are summarized on render; upkeep keeps their memory bounded.
+        // Histogram samples accumulate until upkeep drains them into their buckets.
         let metrics = metrics.clone();
         tokio::spawn(async move {
             loop {
