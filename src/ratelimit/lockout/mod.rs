@@ -107,7 +107,7 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -190,6 +190,33 @@ impl Entry {
     }
 }
 
+/// A locked shard that publishes its key count when released.
+struct ShardGuard<'a> {
+    shard: std::sync::MutexGuard<'a, Shard>,
+    tracked: &'a AtomicUsize,
+}
+
+impl std::ops::Deref for ShardGuard<'_> {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.shard
+    }
+}
+
+impl std::ops::DerefMut for ShardGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.shard
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        // Still under the lock: the count readers see is never older than the last release.
+        self.tracked
+            .store(self.shard.entries.len(), Ordering::Release);
+    }
+}
+
 #[derive(Default)]
 struct Shard {
     entries: IdMap<Entry>,
@@ -214,6 +241,10 @@ struct Config {
     per_shard: usize,
     /// The in-process counters: the state itself, or the fallback of a shared store.
     shards: Box<[Mutex<Shard>]>,
+    /// How many keys each shard tracks, written under its lock: a request whose shard tracks
+    /// none cannot be blocked (a shard is full, and its overflow entry used, only with at least
+    /// `per_shard >= 1` keys), so it is let through without taking the lock.
+    tracked: Box<[AtomicUsize]>,
     hash_key: SipKey,
     clock: SharedClock,
     shadow: bool,
@@ -471,6 +502,7 @@ impl LockoutLayerBuilder {
                 },
                 per_shard: self.max_keys / SHARDS,
                 shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+                tracked: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
                 hash_key: SipKey::random(),
                 clock: self.clock,
                 shadow: self.shadow,
@@ -511,12 +543,25 @@ impl Config {
         }
     }
 
-    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
+    fn shard_index(&self, hash: u64) -> usize {
         // `shards` has SHARDS (a power of two) elements and the index is reduced modulo its
         // length.
-        let index = shard_index(hash, SHARDS as u64 - 1) % self.shards.len();
-        let shard = &self.shards[index];
-        shard.lock().unwrap_or_else(PoisonError::into_inner)
+        shard_index(hash, SHARDS as u64 - 1) % self.shards.len()
+    }
+
+    fn shard(&self, hash: u64) -> ShardGuard<'_> {
+        let index = self.shard_index(hash);
+        ShardGuard {
+            shard: self.shards[index]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            tracked: &self.tracked[index],
+        }
+    }
+
+    /// Whether the shard of `hash` tracks any key; `false` means the key is not blocked.
+    fn may_be_blocked(&self, hash: u64) -> bool {
+        self.tracked[self.shard_index(hash)].load(Ordering::Acquire) > 0
     }
 
     fn sweep(&self, shard: &mut Shard, now: u64) {
@@ -529,6 +574,9 @@ impl Config {
     }
 
     fn local_blocked_for(&self, hash: u64, now: SystemTime) -> Option<Duration> {
+        if !self.may_be_blocked(hash) {
+            return None;
+        }
         let now = unix_nanos(now);
         let mut shard = self.shard(hash);
         let entry = match shard.entries.get(&hash) {
@@ -788,7 +836,9 @@ where
         if key.shared.is_some() {
             return self.call_shared(key, has_identity, req);
         }
-        if let Some(wait) = config.local_blocked_for(key.hash, config.clock.now())
+        // Most clients have no failures on record: no clock read and no lock for them.
+        if config.may_be_blocked(key.hash)
+            && let Some(wait) = config.local_blocked_for(key.hash, config.clock.now())
             && let Some(response) = config.refusal(wait, Block::Key)
         {
             return ResponseFuture::refused(response);
@@ -853,6 +903,51 @@ mod tests {
             .clock(Arc::new(clock.clone()))
             .build()
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn shards_without_keys_skip_the_lock_and_stay_exact() {
+        let clock = ManualClock::now_from_system();
+        let l = layer(&clock, 1_000);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let hash = l.config.key(Some(ip), None).hash;
+        let tracked = |l: &LockoutLayer| {
+            l.config
+                .tracked
+                .iter()
+                .map(|t| t.load(Ordering::Relaxed))
+                .sum::<usize>()
+        };
+        assert!(!l.config.may_be_blocked(hash));
+        for _ in 0..3 {
+            l.record_failure(ip, None).await;
+        }
+        // The failures are visible to the unlocked check, and the key is blocked.
+        assert!(l.config.may_be_blocked(hash));
+        assert_eq!(tracked(&l), 1);
+        assert_eq!(l.blocked_for(ip, None).await, Some(Duration::from_secs(1)));
+        // Cleared: nothing tracked again.
+        l.config.local_clear(hash);
+        assert!(!l.config.may_be_blocked(hash));
+        assert_eq!(l.blocked_for(ip, None).await, None);
+        // Swept after the window: the count follows the map.
+        l.record_failure(ip, None).await;
+        assert_eq!(tracked(&l), 1);
+        clock.advance(Duration::from_secs(24 * 3600));
+        for i in 0..=255u8 {
+            let other = IpAddr::from([198, 51, 100, i]);
+            assert_eq!(l.blocked_for(other, None).await, None);
+            l.record_failure(other, None).await;
+        }
+        let (entries, counted) = (
+            l.config
+                .shards
+                .iter()
+                .map(|s| s.lock().unwrap().entries.len())
+                .sum::<usize>(),
+            tracked(&l),
+        );
+        assert_eq!(entries, counted);
     }
 
     #[tokio::test]
