@@ -68,6 +68,9 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// a header that is not in the map yet, copies it into a new allocation on every response.
 const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
+/// How many request-id counter values a thread takes at a time.
+const ID_BLOCK: u64 = 1024;
+
 /// How many request ids share one header-value buffer.
 const IDS_PER_BUFFER: usize = 64;
 
@@ -95,7 +98,27 @@ impl RequestId {
             let word = |s: &[u8]| s.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
             (word(a), word(b))
         });
-        let n = splitmix64(COUNTER.fetch_add(1, Ordering::Relaxed) ^ key);
+        // Each thread takes counter values in blocks: one shared atomic operation per block
+        // instead of per request (the workers would otherwise contend for its cache line).
+        thread_local! {
+            static BLOCK: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+        }
+        let take_block = || {
+            let start = COUNTER.fetch_add(ID_BLOCK, Ordering::Relaxed);
+            (start, start.wrapping_add(ID_BLOCK))
+        };
+        let counter = BLOCK
+            .try_with(|block| {
+                let (mut next, mut end) = block.get();
+                if next == end {
+                    (next, end) = take_block();
+                }
+                block.set((next.wrapping_add(1), end));
+                next
+            })
+            // Thread shutting down: a block of its own, used once.
+            .unwrap_or_else(|_| take_block().0);
+        let n = splitmix64(counter ^ key);
         let mut out = [0u8; 32];
         hex_into(prefix, &mut out[..16]);
         hex_into(n, &mut out[16..]);
@@ -776,6 +799,27 @@ mod tests {
         drop(ids);
         // Values outlive the ids and one another.
         assert!(values.iter().all(|v| v.len() == 32));
+    }
+
+    #[test]
+    fn request_ids_stay_unique_across_threads_and_counter_blocks() {
+        let per_thread = 3 * ID_BLOCK as usize + 7;
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..per_thread)
+                        .map(|_| RequestId::generate())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all = std::collections::HashSet::new();
+        for thread in threads {
+            for id in thread.join().unwrap() {
+                assert!(all.insert(id), "duplicate id {id}");
+            }
+        }
+        assert_eq!(all.len(), 4 * per_thread);
     }
 
     #[test]
