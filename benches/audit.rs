@@ -88,7 +88,7 @@ fn enqueue(c: &mut Criterion) {
     group.bench_function("format_line_on_writer_thread", |b| {
         b.iter(|| black_box(template.to_json()));
     });
-    // What the writer thread does: append to a batch buffer it reuses.
+    // What `JsonLinesSink` does on the request path: format into a buffer it reuses.
     let mut line = Vec::with_capacity(1024);
     group.bench_function("format_line_into_reused_buffer", |b| {
         b.iter(|| {

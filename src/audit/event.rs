@@ -306,17 +306,6 @@ impl AuditEvent {
             timestamp: SystemTime::now(),
             event,
             severity,
-            ..Self::blank()
-        }
-    }
-
-    /// An event with no field set (the Unix epoch, `audit.loss`, `INFO`): a placeholder for a
-    /// buffer that waits to be reused.
-    pub(crate) fn blank() -> Self {
-        Self {
-            timestamp: std::time::UNIX_EPOCH,
-            event: EventType::AuditLoss,
-            severity: Severity::Info,
             request_id: None,
             trace_id: None,
             decision_id: None,

@@ -21,10 +21,15 @@ pub const DEFAULT_CAPACITY: usize = 8192;
 /// The writer writes its batch when it grows beyond this many bytes, and whenever the queue
 /// is empty.
 const BATCH_BYTES: usize = 256 * 1024;
-/// Event boxes the writer hands back for reuse, at most: the request path moves its event
-/// into one instead of allocating. Enough for the events of one poll interval at about
+/// Line buffers the writer hands back for reuse, at most: the request path formats its line
+/// into one instead of allocating. Enough for the lines of one poll interval at about
 /// 100,000 requests per second.
-const SPARE_BOXES: usize = 512;
+const SPARE_LINES: usize = 512;
+/// Capacity a new line buffer starts with: room for a typical line, so it rarely grows.
+const LINE_CAPACITY: usize = 512;
+/// Line buffers that grew beyond this many bytes (an event with a large detail) are freed
+/// instead of reused, so one huge event does not pin memory in the pool.
+const MAX_SPARE_CAPACITY: usize = 4096;
 /// While busy the writer polls the queue every few milliseconds instead of sleeping on it, so
 /// producers never pay for a wake-up; after this many empty polls (about 100 ms without
 /// events) it sleeps until woken. Each poll costs the writer a context switch and a `write`:
@@ -83,7 +88,9 @@ struct Counters {
 }
 
 enum Msg {
-    Event(Box<AuditEvent>),
+    /// An event's line without its closing brace (see [`AuditEvent::write_json_fields`]):
+    /// the writer finishes it, chaining it when the file is chained.
+    Line(Vec<u8>),
     Flush(SyncSender<io::Result<()>>),
     Shutdown(SyncSender<io::Result<ShutdownReport>>),
 }
@@ -97,12 +104,13 @@ enum Target {
 /// Writes audit events as JSON lines (schema in `docs/audit-events.md`) to stdout, a file or
 /// any writer, from a background thread fed through a bounded queue.
 ///
-/// The request path only moves the event into the queue: formatting, hashing and I/O happen
-/// on the writer thread, which writes in batches. A file is always hash-chained (see
-/// [`chain`](super::chain)): opening an existing file continues its chain after its last line.
-/// [`shutdown`](JsonLinesSink::shutdown) writes everything queued before it, seals a file
-/// and syncs it to disk. Dropping every handle without it lets the thread finish in the
-/// background, but the process may exit first: call `shutdown`.
+/// The request path formats the event's line into a reused buffer and queues the bytes (as
+/// `tracing-appender`'s non-blocking writer does): the event itself never crosses threads.
+/// Hashing and I/O happen on the writer thread, which writes in batches. A file is always
+/// hash-chained (see [`chain`](super::chain)): opening an existing file continues its chain
+/// after its last line. [`shutdown`](JsonLinesSink::shutdown) writes everything queued before
+/// it, seals a file and syncs it to disk. Dropping every handle without it lets the thread
+/// finish in the background, but the process may exit first: call `shutdown`.
 ///
 /// ```
 /// use portcullis::audit::{AuditEvent, Auditor, EventType, JsonLinesSink, VerifyOptions, verify_file};
@@ -216,25 +224,35 @@ impl JsonLinesSink {
 
 impl AuditSink for JsonLinesSink {
     fn record(&self, event: &AuditEvent) {
-        self.record_owned(event.clone());
+        let mut line = self.inner.spare.take();
+        event.write_json_fields(&mut line);
+        let msg = Msg::Line(line);
+        let counters = &self.inner.counters;
+        let refused = match self.inner.overflow {
+            Overflow::Block => self.inner.tx.send(msg).err().map(|e| e.0),
+            Overflow::Drop => match self.inner.tx.try_send(msg) {
+                Ok(()) => None,
+                Err(TrySendError::Full(msg) | TrySendError::Disconnected(msg)) => Some(msg),
+            },
+        };
+        match refused {
+            None => {
+                counters.enqueued.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(msg) => {
+                if let Msg::Line(line) = msg {
+                    self.inner.spare.give_back(line);
+                }
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                super::metrics::audit_dropped(1);
+            }
+        }
     }
 
     fn record_owned(&self, event: AuditEvent) {
-        let msg = Msg::Event(self.inner.spare.boxed(event));
-        let counters = &self.inner.counters;
-        let sent = match self.inner.overflow {
-            Overflow::Block => self.inner.tx.send(msg).is_ok(),
-            Overflow::Drop => match self.inner.tx.try_send(msg) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-            },
-        };
-        if sent {
-            counters.enqueued.fetch_add(1, Ordering::Relaxed);
-        } else {
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
-            super::metrics::audit_dropped(1);
-        }
+        // Formatted here, the event is dropped on the thread that built it (its `Principal`
+        // and route reference counts stay on this core).
+        self.record(&event);
     }
 }
 
@@ -268,7 +286,8 @@ impl JsonLinesSinkBuilder {
     }
 
     /// Queue capacity in events. Default [`DEFAULT_CAPACITY`] (8192). Larger absorbs longer
-    /// bursts of a slow disk at the cost of memory (a few hundred bytes per event).
+    /// bursts of a slow disk at the cost of memory (a queued event is its formatted line, a
+    /// few hundred bytes).
     pub fn capacity(mut self, capacity: NonZeroUsize) -> Self {
         self.capacity = capacity.get();
         self
@@ -369,30 +388,36 @@ struct Writer {
     /// again on every poll.
     reported_depth: Option<u64>,
     spare: Arc<Spare>,
-    /// Boxes of written events, emptied here (the event's fields are dropped on this thread),
-    /// handed back to `spare` a batch at a time.
-    #[expect(clippy::vec_box, reason = "the boxes themselves are what is reused")]
-    emptied: Vec<Box<AuditEvent>>,
+    /// Buffers of written lines, cleared here, handed back to `spare` a batch at a time.
+    emptied: Vec<Vec<u8>>,
 }
 
-/// Event boxes for reuse (see [`SPARE_BOXES`]).
+/// Empty line buffers for reuse (see [`SPARE_LINES`]).
 #[derive(Default)]
 struct Spare {
-    #[expect(clippy::vec_box, reason = "the boxes themselves are what is reused")]
-    boxes: Mutex<Vec<Box<AuditEvent>>>,
+    lines: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Spare {
-    /// `event` in a box, reused when one is spare.
-    fn boxed(&self, event: AuditEvent) -> Box<AuditEvent> {
-        let reused = self.boxes.lock().ok().and_then(|mut boxes| boxes.pop());
-        match reused {
-            Some(mut slot) => {
-                // The slot holds an empty event: nothing to drop here.
-                *slot = event;
-                slot
-            }
-            None => Box::new(event),
+    /// An empty buffer, reused when one is spare.
+    fn take(&self) -> Vec<u8> {
+        self.lines
+            .lock()
+            .ok()
+            .and_then(|mut lines| lines.pop())
+            .unwrap_or_else(|| Vec::with_capacity(LINE_CAPACITY))
+    }
+
+    /// Keeps the buffer of a line that was not queued (dropped on overflow).
+    fn give_back(&self, mut line: Vec<u8>) {
+        if line.capacity() > MAX_SPARE_CAPACITY {
+            return;
+        }
+        line.clear();
+        if let Ok(mut lines) = self.lines.lock()
+            && lines.len() < SPARE_LINES
+        {
+            lines.push(line);
         }
     }
 }
@@ -459,11 +484,10 @@ impl Writer {
             };
             idle = 0;
             match msg {
-                Msg::Event(event) => {
+                Msg::Line(line) => {
                     self.counters.processed.fetch_add(1, Ordering::Relaxed);
-                    self.line(&event);
-                    self.pending += 1;
-                    self.recycle(event);
+                    self.append_line(&line);
+                    self.recycle(line);
                     if self.buf.len() >= BATCH_BYTES {
                         let _ = self.write_out();
                         self.report_depth();
@@ -488,34 +512,50 @@ impl Writer {
         }
     }
 
-    /// Drops the event's fields and keeps its box for reuse.
-    fn recycle(&mut self, mut event: Box<AuditEvent>) {
-        if self.emptied.len() < SPARE_BOXES {
-            *event = AuditEvent::blank();
-            self.emptied.push(event);
+    /// Keeps a written line's buffer for reuse, unless it grew too large.
+    fn recycle(&mut self, mut line: Vec<u8>) {
+        if self.emptied.len() < SPARE_LINES && line.capacity() <= MAX_SPARE_CAPACITY {
+            line.clear();
+            self.emptied.push(line);
         }
-        // A writer that never finds its queue empty hands boxes back in groups too.
-        if self.emptied.len() >= SPARE_BOXES / 4 {
+        // A writer that never finds its queue empty hands buffers back in groups too.
+        if self.emptied.len() >= SPARE_LINES / 4 {
             self.hand_back();
         }
     }
 
-    /// Hands the emptied boxes to the request path, up to [`SPARE_BOXES`] waiting there.
+    /// Hands the emptied buffers to the request path, up to [`SPARE_LINES`] waiting there.
     fn hand_back(&mut self) {
         if self.emptied.is_empty() {
             return;
         }
-        if let Ok(mut boxes) = self.spare.boxes.lock() {
-            let room = SPARE_BOXES.saturating_sub(boxes.len());
+        if let Ok(mut lines) = self.spare.lines.lock() {
+            let room = SPARE_LINES.saturating_sub(lines.len());
             let n = room.min(self.emptied.len());
-            boxes.extend(self.emptied.drain(..n));
+            lines.extend(self.emptied.drain(..n));
         }
         self.emptied.clear();
     }
 
+    /// Appends an event line formatted on the request path and finishes it (chain fields or
+    /// the closing brace), in queue order.
+    fn append_line(&mut self, fields: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(fields);
+        self.close(start);
+        self.pending += 1;
+    }
+
+    /// Formats one of the writer's own events (`audit.loss`, `audit.sealed`): not counted as
+    /// written.
     fn line(&mut self, event: &AuditEvent) {
         let start = self.buf.len();
         event.write_json_fields(&mut self.buf);
+        self.close(start);
+    }
+
+    /// Closes the line that starts at `start` in the batch.
+    fn close(&mut self, start: usize) {
         match &mut self.chain {
             Some(chain) => chain.finish_line(&mut self.buf, start),
             None => self.buf.extend_from_slice(b"}\n"),
@@ -575,10 +615,9 @@ impl Writer {
     fn finish(&mut self) -> io::Result<ShutdownReport> {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                Msg::Event(event) => {
+                Msg::Line(line) => {
                     self.counters.processed.fetch_add(1, Ordering::Relaxed);
-                    self.line(&event);
-                    self.pending += 1;
+                    self.append_line(&line);
                 }
                 Msg::Flush(ack) => {
                     let _ = ack.send(Ok(()));
@@ -624,18 +663,22 @@ mod tests {
         }
     }
 
-    /// Reused boxes carry nothing of the event they held before.
-    #[test]
-    fn reused_boxes_write_exactly_the_events_recorded() {
-        let buffer = Buffer::default();
-        let sink = JsonLinesSink::writer(buffer.clone()).build().unwrap();
-        let principal = Principal::builder(
+    fn principal() -> Principal {
+        Principal::builder(
             "alice",
             AuthMethod::ApiKey {
                 key_id: "ak_1".into(),
             },
         )
-        .build();
+        .build()
+    }
+
+    /// Reused buffers carry nothing of the line they held before.
+    #[test]
+    fn reused_buffers_write_exactly_the_events_recorded() {
+        let buffer = Buffer::default();
+        let sink = JsonLinesSink::writer(buffer.clone()).build().unwrap();
+        let principal = principal();
         let mut expected = Vec::new();
         for i in 0..2000u64 {
             let event = if i % 3 == 0 {
@@ -651,7 +694,11 @@ mod tests {
                 AuditEvent::new(EventType::AuthzAllow)
             };
             expected.push(event.to_json());
-            sink.record_owned(event);
+            if i % 2 == 0 {
+                sink.record_owned(event);
+            } else {
+                sink.record(&event);
+            }
             if i % 500 == 0 {
                 sink.flush().unwrap();
             }
@@ -660,6 +707,103 @@ mod tests {
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines, expected);
-        assert!(sink.inner.spare.boxes.lock().unwrap().len() <= SPARE_BOXES);
+        assert!(sink.inner.spare.lines.lock().unwrap().len() <= SPARE_LINES);
+    }
+
+    /// Lines formatted on several threads at once reach the output whole, each exactly once,
+    /// and a buffer grown by a huge event is not kept for reuse.
+    #[test]
+    fn lines_from_several_threads_are_written_intact() {
+        const THREADS: u64 = 4;
+        const PER_THREAD: u64 = 1500;
+        let buffer = Buffer::default();
+        let sink = JsonLinesSink::writer(buffer.clone())
+            .capacity(NonZeroUsize::new(16).unwrap())
+            .build()
+            .unwrap();
+        let principal = principal();
+        let mut expected: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let (sink, principal) = (sink.clone(), principal.clone());
+                    scope.spawn(move || {
+                        let mut expected = Vec::new();
+                        for i in 0..PER_THREAD {
+                            let mut event = AuditEvent::new(EventType::AuthzDeny)
+                                .with_principal(principal.clone())
+                                .with_detail("thread", t)
+                                .with_detail("n", i);
+                            if i % 7 == 0 {
+                                // Lines of very different lengths share the pool.
+                                let long = "x".repeat((i as usize * 13) % 9000);
+                                event = event.with_reason(long);
+                            }
+                            expected.push(event.to_json());
+                            sink.record_owned(event);
+                        }
+                        expected
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let report = sink.shutdown().unwrap();
+        assert_eq!(report.stats.written, THREADS * PER_THREAD);
+        assert_eq!(report.stats.dropped, 0);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        expected.sort();
+        assert_eq!(lines, expected);
+        let spare = sink.inner.spare.lines.lock().unwrap();
+        assert!(spare.len() <= SPARE_LINES);
+        assert!(
+            spare
+                .iter()
+                .all(|l| l.is_empty() && l.capacity() <= MAX_SPARE_CAPACITY)
+        );
+    }
+
+    /// A line refused by a full queue under [`Overflow::Drop`] is counted, and its buffer is
+    /// kept for the next event.
+    #[test]
+    fn dropped_lines_are_counted_and_their_buffers_reused() {
+        // A writer that blocks until released, so the queue fills.
+        let (release, gate) = mpsc::channel::<()>();
+        struct Gated(Receiver<()>, Buffer);
+        impl Write for Gated {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                let _ = self.0.recv();
+                self.1.write(bytes)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let sink = JsonLinesSink::writer(Gated(gate, buffer.clone()))
+            .capacity(NonZeroUsize::new(1).unwrap())
+            .overflow(Overflow::Drop)
+            .build()
+            .unwrap();
+        let mut recorded = 0u64;
+        // Record until one is dropped: the writer holds at most one line being written and
+        // the queue one more.
+        while sink.stats().dropped == 0 {
+            sink.record(&AuditEvent::new(EventType::AuthzAllow));
+            recorded += 1;
+            assert!(recorded < 1000, "the queue of one never filled");
+        }
+        assert!(!sink.inner.spare.lines.lock().unwrap().is_empty());
+        drop(release);
+        let report = sink.shutdown().unwrap();
+        assert_eq!(report.stats.written + report.stats.dropped, recorded);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let allows = text.lines().filter(|l| l.contains("authz.allow")).count() as u64;
+        assert_eq!(allows, report.stats.written);
+        assert!(text.contains("\"event\":\"audit.loss\""));
     }
 }

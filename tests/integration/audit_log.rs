@@ -192,20 +192,29 @@ fn hundred_thousand_events_under_load_are_all_in_the_file_after_shutdown() {
         .build()
         .unwrap();
     let auditor = Auditor::builder().sink(sink.clone()).build().unwrap();
-    let ids: Vec<String> = std::thread::scope(|scope| {
+    // Each line is formatted on its producer's thread; the writer chains them in queue order.
+    // Every event's expected line (without the chain fields), by request id.
+    let expected: Vec<(String, String)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
+            .map(|t| {
                 let auditor = auditor.clone();
                 scope.spawn(move || {
                     (0..PER_THREAD)
-                        .map(|_| {
+                        .map(|i| {
                             let id = RequestId::generate();
                             let mut event = AuditEvent::new(EventType::AuthzAllow)
                                 .with_request_id(id)
-                                .with_route("/api/documents/{id}");
+                                .with_route("/api/documents/{id}")
+                                .with_detail("thread", t as u64);
+                            if i % 100 == 0 {
+                                // Lines of very different lengths, some beyond what the sink
+                                // keeps buffers for.
+                                event = event.with_reason("r".repeat(i % 7_000));
+                            }
                             event.status = Some(200);
+                            let line = event.to_json();
                             auditor.record(event);
-                            id.to_string()
+                            (id.to_string(), line)
                         })
                         .collect::<Vec<_>>()
                 })
@@ -226,16 +235,21 @@ fn hundred_thousand_events_under_load_are_all_in_the_file_after_shutdown() {
     assert_eq!(verified.lines, total + 1);
     assert!(verified.sealed);
     assert_eq!(Some(verified.last_hash), report.last_hash);
-    let written: std::collections::HashSet<String> = std::fs::read_to_string(&path)
+    let written: std::collections::HashMap<String, String> = std::fs::read_to_string(&path)
         .unwrap()
         .lines()
         .filter_map(|line| {
             let v: Value = serde_json::from_str(line).unwrap();
-            v["request_id"].as_str().map(str::to_owned)
+            let id = v["request_id"].as_str()?.to_owned();
+            // The event's own fields: everything before the chain fields, closed.
+            let fields = &line[..line.rfind(",\"seq\":").unwrap()];
+            Some((id, format!("{fields}}}")))
         })
         .collect();
-    assert_eq!(written.len(), ids.len());
-    assert!(ids.iter().all(|id| written.contains(id)));
+    assert_eq!(written.len(), expected.len());
+    for (id, line) in &expected {
+        assert_eq!(written.get(id), Some(line), "line of request {id}");
+    }
     // Recording after shutdown is a counted loss, not a panic or a hang.
     auditor.record(AuditEvent::new(EventType::AuthzDeny));
     assert_eq!(sink.stats().dropped, 1);
