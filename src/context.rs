@@ -49,6 +49,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -358,8 +359,10 @@ impl<S> Layer<S> for RequestContextLayer {
             inner,
             normalize: self.normalize_framework_rejections,
             client_ip: self.client_ip.clone(),
-            resource_metadata: self.resource_metadata.clone(),
-            auditor: self.auditor.clone(),
+            config: Arc::new(EdgeConfig {
+                resource_metadata: self.resource_metadata.clone(),
+                auditor: self.auditor.clone(),
+            }),
         }
     }
 }
@@ -370,6 +373,12 @@ pub struct RequestContextService<S> {
     inner: S,
     normalize: bool,
     client_ip: Option<Arc<ClientIpResolver>>,
+    config: Arc<EdgeConfig>,
+}
+
+/// The edge's rarely needed settings, shared with the response futures that need them.
+#[derive(Debug)]
+struct EdgeConfig {
     resource_metadata: Option<HeaderValue>,
     auditor: Option<Auditor>,
 }
@@ -404,19 +413,27 @@ where
         }
         // Inner layers record with the auditor in the extensions, or the global one: the
         // installed global auditor needs no per-request insert.
-        if let Some(auditor) = &self.auditor
-            && !(auditor.is_installed_global() && req.extensions().get::<Auditor>().is_none())
-        {
-            req.extensions_mut().insert(auditor.clone());
-        }
+        let own_auditor = match &self.config.auditor {
+            Some(auditor) => {
+                let global = auditor.is_installed_global();
+                if !(global && req.extensions().get::<Auditor>().is_none()) {
+                    req.extensions_mut().insert(auditor.clone());
+                }
+                // The edge records with `global()`, the same auditor, without holding a clone.
+                !global
+            }
+            None => false,
+        };
         let state = EdgeState {
             method: req.method().clone(),
-            uri: req.uri().clone(),
-            trace_id,
+            path: request_path(req.uri()),
+            trace_id: trace_id.map(TraceId::to_bytes),
             context: context.clone(),
             normalize: self.normalize,
-            resource_metadata: self.resource_metadata.clone(),
-            auditor: self.auditor.clone(),
+            // Shared only when the response needs it: a clone is an atomic increment on a
+            // counter every connection's requests touch.
+            config: (own_auditor || self.config.resource_metadata.is_some())
+                .then(|| self.config.clone()),
         };
         req.extensions_mut().insert(context);
         ResponseFuture {
@@ -447,15 +464,37 @@ fn edge_headers(headers: &http::HeaderMap) -> (bool, Option<&HeaderValue>) {
     (grpc, traceparent)
 }
 
+/// What the response needs of the request. Kept small: the response future holding it is moved
+/// by every enclosing layer and by the server.
 struct EdgeState {
     method: Method,
-    /// Cheap to clone (shared bytes); the path is copied out only when the event needs it.
-    uri: http::Uri,
-    trace_id: Option<TraceId>,
+    /// [`Uri::path`](http::Uri::path)'s source (shared bytes, cheap to clone); the path is copied
+    /// out only when the event needs it. `None` for a request without a path.
+    path: Option<PathAndQuery>,
+    /// The [`TraceId`] as bytes, half the size of its text.
+    trace_id: Option<[u8; 16]>,
     context: RequestContext,
     normalize: bool,
-    resource_metadata: Option<HeaderValue>,
-    auditor: Option<Auditor>,
+    /// The edge's settings when the response needs them (resource metadata, an auditor other
+    /// than the installed global one).
+    config: Option<Arc<EdgeConfig>>,
+}
+
+impl EdgeState {
+    fn path(&self) -> &str {
+        self.path.as_ref().map_or("", PathAndQuery::path)
+    }
+}
+
+/// The part of `uri` that [`Uri::path`](http::Uri::path) reads, or `None` when that is empty.
+fn request_path(uri: &http::Uri) -> Option<PathAndQuery> {
+    if uri.path().is_empty() {
+        return None;
+    }
+    // A URI with a path has its path-and-query (origin form, absolute form or `*`).
+    uri.path_and_query()
+        .cloned()
+        .or_else(|| PathAndQuery::try_from(uri.path()).ok())
 }
 
 pin_project! {
@@ -544,8 +583,11 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
         }
         None => Response::from_parts(parts, SecureBody::inner(body)),
     };
-    if let (Some(parameter), Some(_)) = (&state.resource_metadata, &rejection)
-        && response.status() == StatusCode::UNAUTHORIZED
+    let config = state.config.as_deref();
+    if let (Some(parameter), Some(_)) = (
+        config.and_then(|c| c.resource_metadata.as_ref()),
+        &rejection,
+    ) && response.status() == StatusCode::UNAUTHORIZED
     {
         add_resource_metadata(response.headers_mut(), parameter);
     }
@@ -554,7 +596,7 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
     }
 
     let event = edge_event(&state, &response, rejection.as_ref(), duration);
-    match &state.auditor {
+    match config.and_then(|c| c.auditor.as_ref()) {
         Some(auditor) => auditor.record(event),
         None => crate::audit::global().record(event),
     }
@@ -574,15 +616,15 @@ fn edge_event<B>(
         EventType::from_rejection_event(r.kind().audit_event_type())
     }));
     event.request_id = Some(state.context.request_id);
-    event.trace_id = state.trace_id;
+    event.trace_id = state.trace_id.map(TraceId::from_bytes);
     event.principal = extensions.get::<Principal>().cloned();
     event.client_ip = state.context.client_ip;
     event.method = Some(state.method.clone());
     if state.context.grpc {
-        event.grpc_method = Some(truncate(state.uri.path(), 256).into());
+        event.grpc_method = Some(truncate(state.path(), 256).into());
     }
     if route.is_none() || rejection.is_some() {
-        event.path = Some(truncate(state.uri.path(), 256).into());
+        event.path = Some(truncate(state.path(), 256).into());
     }
     event.route = route;
     event.status = Some(response.status().as_u16());
@@ -727,6 +769,71 @@ mod tests {
         use http_body_util::BodyExt;
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn request_path_is_the_uri_path() {
+        for text in [
+            "/",
+            "/api/me",
+            "/api/me?x=1&y=2",
+            "/a%20b",
+            "*",
+            "https://api.example.com",
+            "https://api.example.com/v1/items?q=1",
+            "api.example.com:443",
+        ] {
+            let uri: http::Uri = text.parse().unwrap();
+            let path = request_path(&uri);
+            assert_eq!(
+                path.as_ref().map_or("", PathAndQuery::path),
+                uri.path(),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn audit_event_keeps_path_trace_id_and_auditor() {
+        use std::sync::Mutex;
+        use tower::{ServiceExt, service_fn};
+
+        let events = Arc::new(Mutex::new(Vec::<AuditEvent>::new()));
+        let captured = events.clone();
+        let auditor = Auditor::builder()
+            .sink(move |event: &AuditEvent| captured.lock().unwrap().push(event.clone()))
+            .build()
+            .unwrap();
+        let svc = RequestContextLayer::new()
+            .with_auditor(auditor)
+            .layer(service_fn(|_req: Request<String>| async {
+                Ok::<_, std::convert::Infallible>(
+                    Rejection::not_found().into_deferred_response::<String>(),
+                )
+            }));
+        let request = Request::builder()
+            .method("PATCH")
+            .uri("https://api.example.com/v1/items?q=secret")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .body(String::new())
+            .unwrap();
+        let response = svc.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let events = events.lock().unwrap();
+        let [event] = events.as_slice() else {
+            panic!("{} events", events.len());
+        };
+        assert_eq!(event.status, Some(404));
+        assert_eq!(event.reason_code, Some("not_found"));
+        assert_eq!(event.path.as_deref(), Some("/v1/items"));
+        assert_eq!(event.method, Some(Method::PATCH));
+        assert_eq!(
+            event.trace_id.map(|t| t.as_str().to_owned()).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
     }
 
     #[test]

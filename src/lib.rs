@@ -62,6 +62,8 @@ pub mod client_ip;
 pub mod clock;
 pub mod context;
 mod error;
+#[cfg(test)]
+mod future_size;
 pub mod headers;
 mod hex;
 pub mod principal;

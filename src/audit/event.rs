@@ -213,6 +213,30 @@ impl TraceId {
         // Only ASCII hex digits are ever stored.
         std::str::from_utf8(&self.0).unwrap_or("")
     }
+
+    /// The id's 16 bytes (its digits decoded): half the size, for state kept per request.
+    pub(crate) fn to_bytes(self) -> [u8; 16] {
+        let digit = |b: u8| match b {
+            b'0'..=b'9' => b - b'0',
+            _ => b.wrapping_sub(b'a').wrapping_add(10) & 0xf,
+        };
+        let mut out = [0u8; 16];
+        for (slot, pair) in out.iter_mut().zip(self.0.chunks_exact(2)) {
+            *slot = (digit(pair[0]) << 4) | digit(pair[1]);
+        }
+        out
+    }
+
+    /// The id back from [`to_bytes`](Self::to_bytes) (lowercase digits, as they were read).
+    pub(crate) fn from_bytes(bytes: [u8; 16]) -> TraceId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = [0u8; 32];
+        for (pair, byte) in id.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
+        }
+        TraceId(id)
+    }
 }
 
 impl fmt::Debug for TraceId {
@@ -1294,6 +1318,23 @@ mod tests {
         huge.duration = Some(Duration::MAX);
         huge.details.push(("max", DetailValue::U64(u64::MAX)));
         assert_eq!(new_line(&huge), previous::to_json(&huge));
+    }
+
+    #[test]
+    fn trace_id_bytes_round_trip() {
+        for digits in [
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "0123456789abcdef0123456789abcdef",
+            "ffffffffffffffffffffffffffffffff",
+            "00000000000000000000000000000001",
+        ] {
+            let traceparent = format!("00-{digits}-00f067aa0ba902b7-01");
+            let id = TraceId::from_traceparent(traceparent.as_bytes()).unwrap();
+            let bytes = id.to_bytes();
+            assert_eq!(crate::hex::encode(&bytes), digits);
+            assert_eq!(TraceId::from_bytes(bytes), id);
+            assert_eq!(TraceId::from_bytes(bytes).as_str(), digits);
+        }
     }
 
     #[test]

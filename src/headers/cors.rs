@@ -462,7 +462,7 @@ where
         } else {
             ResponseFuture {
                 kind: Kind::Cors {
-                    future: self.inner.call(req),
+                    future: Box::pin(self.inner.call(req)),
                 },
             }
         }
@@ -480,7 +480,12 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
-        Cors { #[pin] future: th::ResponseFuture<F> },
+        // Boxed: tower-http's future carries the CORS headers (a `HeaderMap`) next to the inner
+        // future, and unboxed it would make every `Cors` future (and the `Either` of an
+        // optional CORS layer, CORS off) that much larger, moved by each enclosing layer on
+        // every request. The allocation is paid only on the CORS path, which already builds
+        // that header map.
+        Cors { future: Pin<Box<th::ResponseFuture<F>>> },
         Direct { #[pin] future: F },
     }
 }
@@ -500,7 +505,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Cors { future } => future.poll(cx),
+            KindProj::Cors { future } => future.as_mut().poll(cx),
             KindProj::Direct { future } => {
                 let mut response = ready!(future.poll(cx))?;
                 // The answer depends on Origin: caches must not serve it to another origin.

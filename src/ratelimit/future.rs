@@ -12,6 +12,7 @@ use http::Response;
 use http::header::{HeaderName, HeaderValue};
 use pin_project_lite::pin_project;
 
+use crate::ratelimit::layer::SuccessHeaders;
 use crate::ratelimit::lockout::Observer;
 use crate::rejection::{Rejection, RejectionKind};
 
@@ -31,23 +32,16 @@ pub(crate) enum Finish {
     /// Return it as it is.
     Nothing,
     /// Append a `RateLimit-Policy` and a `RateLimit` header.
-    Headers(HeaderValue, HeaderValue),
+    Headers(SuccessHeaders),
     /// Let the lockout layer count a failed authentication (or clear on success).
     Observe(Observer),
 }
 
 impl Finish {
-    pub(crate) fn headers(headers: Option<(HeaderValue, HeaderValue)>) -> Self {
-        match headers {
-            Some((policy, state)) => Self::Headers(policy, state),
-            None => Self::Nothing,
-        }
-    }
-
     pub(crate) fn apply<B>(self, response: &mut Response<B>) {
         match self {
             Self::Nothing => {}
-            Self::Headers(policy, state) => append(response.headers_mut(), policy, state),
+            Self::Headers(headers) => headers.apply(response.headers_mut()),
             Self::Observe(observer) => observer.observe(response),
         }
     }
@@ -81,10 +75,7 @@ pin_project! {
 impl<F: Future, B> ResponseFuture<F, B> {
     pub(crate) fn inner(future: F, finish: Finish) -> Self {
         Self {
-            state: State::Inner {
-                future,
-                finish: Some(finish),
-            },
+            state: State::Inner { future, finish },
         }
     }
 
@@ -113,7 +104,8 @@ pin_project! {
         Inner {
             #[pin]
             future: F,
-            finish: Option<Finish>,
+            // `Finish::Nothing` once applied.
+            finish: Finish,
         },
         // Checked against a shared store, then passed on or refused.
         Boxed { future: BoxedResponse<F> },
@@ -145,9 +137,7 @@ where
             StateProj::Boxed { future } => future.as_mut().poll(cx),
             StateProj::Inner { future, finish } => {
                 let mut response = ready!(future.poll(cx))?;
-                if let Some(finish) = finish.take() {
-                    finish.apply(&mut response);
-                }
+                std::mem::replace(finish, Finish::Nothing).apply(&mut response);
                 Poll::Ready(Ok(response))
             }
         }

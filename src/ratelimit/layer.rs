@@ -507,21 +507,61 @@ impl Config {
         index: usize,
         decision: &RateLimitDecision,
     ) -> Option<(HeaderValue, HeaderValue)> {
+        self.headers_for(index, decision.remaining(), ceil_secs(decision.reset()))
+    }
+
+    fn headers_for(
+        &self,
+        index: usize,
+        remaining: u32,
+        reset_secs: u64,
+    ) -> Option<(HeaderValue, HeaderValue)> {
         let tier = self.tiers.get(index)?;
-        let state = HeaderValue::from_str(&format!(
-            "\"{}\";r={};t={}",
-            tier.label,
-            decision.remaining(),
-            ceil_secs(decision.reset())
-        ))
-        .ok()?;
+        let state =
+            HeaderValue::from_str(&format!("\"{}\";r={remaining};t={reset_secs}", tier.label,))
+                .ok()?;
         Some((tier.policy.clone(), state))
     }
 }
 
+/// The `RateLimit-Policy` and `RateLimit` headers of an allowed request, rendered when the
+/// response passes: the numbers are fixed at the check, and keeping them instead of the two
+/// header values keeps the response future small (it is moved by every enclosing layer).
+pub(crate) struct SuccessHeaders {
+    config: Arc<Config>,
+    index: u32,
+    remaining: u32,
+    reset_secs: u64,
+}
+
+impl SuccessHeaders {
+    pub(crate) fn apply(self, headers: &mut http::HeaderMap) {
+        let index = usize::try_from(self.index).unwrap_or(usize::MAX);
+        if let Some((policy, state)) =
+            self.config
+                .headers_for(index, self.remaining, self.reset_secs)
+        {
+            crate::ratelimit::future::append(headers, policy, state);
+        }
+    }
+}
+
 enum Verdict<B> {
-    Pass(Option<(HeaderValue, HeaderValue)>),
+    /// Allowed; the tier and the decision when success headers are on.
+    Pass(Option<(usize, RateLimitDecision)>),
     Refuse(Response<B>),
+}
+
+fn finish(config: &Arc<Config>, pass: Option<(usize, RateLimitDecision)>) -> Finish {
+    match pass.and_then(|(index, decision)| Some((u32::try_from(index).ok()?, decision))) {
+        Some((index, decision)) => Finish::Headers(SuccessHeaders {
+            config: config.clone(),
+            index,
+            remaining: decision.remaining(),
+            reset_secs: ceil_secs(decision.reset()),
+        }),
+        None => Finish::Nothing,
+    }
 }
 
 impl Config {
@@ -532,11 +572,7 @@ impl Config {
         };
         if decision.is_allowed() {
             self.counters.allowed.fetch_add(1, Ordering::Relaxed);
-            return Verdict::Pass(if self.success_headers {
-                self.state_header(index, &decision)
-            } else {
-                None
-            });
+            return Verdict::Pass(self.success_headers.then_some((index, decision)));
         }
         let label = self.tiers.get(index).map_or("", |t| t.label.as_str());
         if self.shadow {
@@ -595,8 +631,8 @@ where
             (config.check(req.extensions(), None), req)
         };
         match config.verdict(outcome) {
-            Verdict::Pass(headers) => {
-                ResponseFuture::inner(self.inner.call(req), Finish::headers(headers))
+            Verdict::Pass(pass) => {
+                ResponseFuture::inner(self.inner.call(req), finish(&self.config, pass))
             }
             Verdict::Refuse(response) => ResponseFuture::refused(response),
         }
@@ -634,9 +670,9 @@ impl<S> RateLimit<S> {
                 None => None,
             };
             match config.verdict(outcome) {
-                Verdict::Pass(headers) => {
+                Verdict::Pass(pass) => {
                     let mut response = inner.call(Request::from_parts(parts, body)).await?;
-                    Finish::headers(headers).apply(&mut response);
+                    finish(&config, pass).apply(&mut response);
                     Ok(response)
                 }
                 Verdict::Refuse(response) => Ok(response),

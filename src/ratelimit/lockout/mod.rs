@@ -639,9 +639,9 @@ impl Config {
         }
     }
 
-    fn sync_record_failure(&self, key: &Key) {
+    fn sync_record_failure(&self, hash: u64) {
         self.counters.failures.fetch_add(1, Ordering::Relaxed);
-        let (failures, outcome) = self.local_record_failure(key.hash, self.clock.now());
+        let (failures, outcome) = self.local_record_failure(hash, self.clock.now());
         self.note(failures, outcome);
     }
 
@@ -701,7 +701,7 @@ impl Config {
             }
             return;
         }
-        self.sync_record_failure(key);
+        self.sync_record_failure(key.hash);
     }
 
     async fn clear(&self, key: &Key) {
@@ -765,15 +765,17 @@ fn verdict<B>(response: &Response<B>) -> Option<bool> {
 /// Watches a response of the in-memory lockout: counts a failure, or clears on success.
 pub(crate) struct Observer {
     config: Arc<Config>,
-    key: Key,
+    /// The in-memory key (a shared store's key goes the boxed way): only its hash, to keep the
+    /// response future small.
+    hash: u64,
     has_identity: bool,
 }
 
 impl Observer {
     pub(crate) fn observe<B>(self, response: &Response<B>) {
         match verdict(response) {
-            Some(false) => self.config.sync_record_failure(&self.key),
-            Some(true) if self.has_identity => self.config.local_clear(self.key.hash),
+            Some(false) => self.config.sync_record_failure(self.hash),
+            Some(true) if self.has_identity => self.config.local_clear(self.hash),
             _ => {}
         }
     }
@@ -845,7 +847,7 @@ where
         }
         let observer = Observer {
             config: self.config.clone(),
-            key,
+            hash: key.hash,
             has_identity,
         };
         ResponseFuture::inner(self.inner.call(req), Finish::Observe(observer))
