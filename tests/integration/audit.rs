@@ -1,10 +1,11 @@
 //! The audit trail: one event per request on `portcullis::audit`, with the private detail the
 //! client never sees, and never the token.
 //!
-//! Events are captured with a JSON `fmt` layer writing into memory, installed for the duration
-//! of one test only (`tracing::subscriber::with_default`, never a global subscriber). Each test
-//! drives the app on a current-thread runtime inside that scope, so every event of the test is
-//! written on the thread the subscriber is installed on.
+//! Events are captured with a JSON `fmt` layer writing into memory. The layer is installed once,
+//! globally, and writes an event only on a thread that is capturing: each test drives the app on
+//! a current-thread runtime, so every event of the test is written on the capturing thread. (A
+//! subscriber installed per test with `tracing::subscriber::with_default` lost events: tests
+//! running in parallel without it recompute the callsites' cached interest and maximum level.)
 
 use std::future::Future;
 use std::io;
@@ -21,15 +22,25 @@ use crate::support::{
     unix_now, with_peer,
 };
 
-/// Appends everything written to a shared buffer.
-struct Capture(Arc<Mutex<Vec<u8>>>);
+thread_local! {
+    /// Where this thread's events go while it captures.
+    static CAPTURE: std::cell::RefCell<Option<Arc<Mutex<Vec<u8>>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Appends everything written to the current thread's capture buffer, if any.
+struct Capture;
 
 impl io::Write for Capture {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .expect("capture buffer")
-            .extend_from_slice(buf);
+        CAPTURE.with(|capture| {
+            if let Some(buffer) = &*capture.borrow() {
+                buffer
+                    .lock()
+                    .expect("capture buffer")
+                    .extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -37,33 +48,46 @@ impl io::Write for Capture {
     }
 }
 
-/// Runs `future` on a current-thread runtime with a JSON subscriber capturing every event (all
-/// targets, all levels); returns its output and the captured text.
-pub(crate) fn captured<F: Future>(future: F) -> (F::Output, String) {
-    let buffer = Arc::new(Mutex::new(Vec::new()));
-    let writer = {
-        let buffer = buffer.clone();
-        move || Capture(buffer.clone())
-    };
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_subscriber::fmt::layer()
+/// Installs, once, the global subscriber that writes the events of capturing threads.
+fn install_capture_subscriber() {
+    use tracing_subscriber::Layer as _;
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let layer = tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .with_writer(writer),
-    );
+            .with_writer(|| Capture)
+            // Dynamic: the answer depends on the thread, so no callsite may cache it.
+            .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|_, _| {
+                CAPTURE.with(|capture| capture.borrow().is_some())
+            }));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .expect("no other global subscriber in the integration tests");
+    });
+}
+
+/// Runs `future` on a current-thread runtime with a JSON subscriber capturing every event (all
+/// targets, all levels); returns its output and the captured text.
+pub(crate) fn captured<F: Future>(future: F) -> (F::Output, String) {
+    install_capture_subscriber();
+    let buffer = Arc::new(Mutex::new(Vec::new()));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let output = tracing::subscriber::with_default(subscriber, || {
-        // Other tests run in parallel without a subscriber; if one of them registered the audit
-        // callsites while this dispatcher was being installed, their cached interest may not
-        // include it yet. Recompute it now that the dispatcher is in place.
-        tracing::callsite::rebuild_interest_cache();
-        runtime.block_on(future)
-    });
+    /// Stops capturing on this thread, also when the test panics.
+    struct Stop;
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            CAPTURE.with(|capture| *capture.borrow_mut() = None);
+        }
+    }
+    CAPTURE.with(|capture| *capture.borrow_mut() = Some(buffer.clone()));
+    let stop = Stop;
+    let output = runtime.block_on(future);
+    drop(stop);
     let text = String::from_utf8(buffer.lock().expect("capture buffer").clone())
         .expect("JSON lines are UTF-8");
     (output, text)
