@@ -189,6 +189,7 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo u
 run_wrk "$WARMUP" "$BARE_PID" "$BARE_URL" "${BARE_HEADER[@]}" >/dev/null
 run_wrk "$WARMUP" "$SECURE_PID" "$SECURE_URL" "Authorization: Bearer $TOKEN" >/dev/null
 
+RATIOS=()
 bare_sum=0
 secure_sum=0
 bare_cpu_sum=0
@@ -202,6 +203,7 @@ for round in $(seq 1 "$ROUNDS"); do
         exit 1
     fi
     ratio="$(awk -v s="$secure" -v b="$bare" 'BEGIN {printf "%.1f", 100 * s / b}')"
+    RATIOS+=("$ratio")
     printf 'round %d: bare %s req/s (%s µs CPU/req), secure %s req/s (%s µs CPU/req), secure/bare %s%%\n' \
         "$round" "$bare" "$bare_cpu" "$secure" "$secure_cpu" "$ratio"
     bare_sum="$(awk -v a="$bare_sum" -v b="$bare" 'BEGIN {print a + b}')"
@@ -218,6 +220,12 @@ grep -E '^(Running|  [0-9]+ threads|    Latency| +50%| +99%|Requests/sec)' "$WOR
 printf 'bare_axum  requests/sec: %.2f\n' "$(awk -v s="$bare_sum" -v n="$ROUNDS" 'BEGIN {print s / n}')"
 printf 'secure_api requests/sec: %.2f\n' "$(awk -v s="$secure_sum" -v n="$ROUNDS" 'BEGIN {print s / n}')"
 printf 'secure/bare: %s%%\n' "$(awk -v s="$secure_sum" -v b="$bare_sum" 'BEGIN {printf "%.1f", 100 * s / b}')"
+# On a shared machine single rounds swing by several points; the median of the alternated
+# rounds is the figure least moved by one disturbed round.
+printf 'secure/bare per round: median %s%%, min %s%%, max %s%%\n' \
+    "$(printf '%s\n' "${RATIOS[@]}" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}')" \
+    "$(printf '%s\n' "${RATIOS[@]}" | sort -n | head -n 1)" \
+    "$(printf '%s\n' "${RATIOS[@]}" | sort -n | tail -n 1)"
 # Server CPU per request is less sensitive than requests/sec to other load on the machine; the
 # inverse ratio estimates secure/bare throughput when the servers are CPU-bound.
 printf 'server CPU per request: bare %.1f µs, secure %.1f µs (bare/secure %s%%)\n' \
