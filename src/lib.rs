@@ -62,8 +62,6 @@ pub mod client_ip;
 pub mod clock;
 pub mod context;
 mod error;
-#[cfg(test)]
-mod future_size;
 pub mod headers;
 mod hex;
 pub mod principal;

@@ -20,6 +20,7 @@
 //! - [`browser`]: headless Chromium against the example: CORS and the CSP nonce, enforced by a
 //!   real browser.
 //! - [`tls`]: real TLS handshakes: mTLS identities, refused certificates, hot reload, CRLs, tonic.
+//! - [`future_size`]: upper bounds on the bytes each layer adds to the response future.
 
 // Helpers outside `#[test]` functions are test code too: a failed setup step should panic.
 #![allow(
@@ -34,6 +35,7 @@ mod audit_log;
 mod browser;
 mod cache;
 mod cedar;
+mod future_size;
 mod http_hardening;
 mod matrix;
 mod no_secret_leak;

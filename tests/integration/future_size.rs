@@ -1,4 +1,4 @@
-//! Response-future sizes of the layers on a request's path.
+//! Response-future sizes of the layers on a request's path (through the public API only).
 //!
 //! Each layer's `call` returns its future by value, wrapping the inner one, and the server moves
 //! the outermost into its in-flight slot: every byte a layer adds is copied once per enclosing
@@ -13,14 +13,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use portcullis::context::RequestContextLayer;
+use portcullis::headers::{CorsLayer, SecureHeadersLayer};
+use portcullis::ratelimit::lockout::LockoutLayer;
+use portcullis::ratelimit::{Quota, RateLimitKey, RateLimitLayer};
 use tower::util::option_layer;
-use tower_layer::Layer;
-use tower_service::Service;
-
-use crate::context::RequestContextLayer;
-use crate::headers::{CorsLayer, SecureHeadersLayer};
-use crate::ratelimit::lockout::LockoutLayer;
-use crate::ratelimit::{Quota, RateLimitKey, RateLimitLayer};
+use tower::{Layer, Service};
 
 /// A ready future as large as axum's router future (320 bytes on x86-64).
 struct Inner {
