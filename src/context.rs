@@ -60,7 +60,7 @@ use crate::body::SecureBody;
 use crate::client_ip::ClientIpResolver;
 use crate::error::ConfigError;
 use crate::principal::Principal;
-use crate::rejection::{Rejection, RejectionKind, is_grpc};
+use crate::rejection::{Rejection, RejectionKind, is_grpc, is_grpc_content_type};
 
 /// The request id header set on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -460,8 +460,7 @@ fn edge_headers(headers: &http::HeaderMap) -> (bool, Option<&HeaderValue>) {
             traceparent.get_or_insert(value);
         }
     }
-    let grpc = content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    (grpc, traceparent)
+    (content_type.is_some_and(is_grpc_content_type), traceparent)
 }
 
 /// What the response needs of the request. Kept small: the response future holding it is moved

@@ -625,7 +625,12 @@ impl std::error::Error for Rejection {}
 pub fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .is_some_and(is_grpc_content_type)
+}
+
+/// Whether a `content-type` value is gRPC's (see [`is_grpc`]).
+pub(crate) fn is_grpc_content_type(content_type: &http::HeaderValue) -> bool {
+    content_type.as_bytes().starts_with(b"application/grpc")
 }
 
 #[cfg(feature = "axum")]
