@@ -1,5 +1,6 @@
 //! The JSON-lines sink: a bounded queue in front of one writer thread.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -25,6 +26,8 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// into one instead of allocating. Enough for the lines of one poll interval at about
 /// 100,000 requests per second.
 const SPARE_LINES: usize = 512;
+/// Spare line buffers a recording thread takes from the shared pool at a time.
+const LOCAL_LINES: usize = 32;
 /// Capacity a new line buffer starts with: room for a typical line, so it rarely grows.
 const LINE_CAPACITY: usize = 512;
 /// Line buffers that grew beyond this many bytes (an event with a large detail) are freed
@@ -400,26 +403,49 @@ struct Spare {
 
 impl Spare {
     /// An empty buffer, reused when one is spare.
+    ///
+    /// Each thread takes spare buffers [`LOCAL_LINES`] at a time into its own stock, so the
+    /// shared pool's lock is taken once per batch instead of once per event (the workers
+    /// would otherwise contend for it on every request). Buffers are interchangeable: a
+    /// thread's stock serves every sink, and holds at most [`LOCAL_LINES`] buffers of at most
+    /// [`MAX_SPARE_CAPACITY`] bytes.
     fn take(&self) -> Vec<u8> {
-        self.lines
-            .lock()
+        thread_local! {
+            static STOCK: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        }
+        STOCK
+            .try_with(|stock| {
+                let mut stock = stock.try_borrow_mut().ok()?;
+                if stock.is_empty()
+                    && let Ok(mut shared) = self.lines.lock()
+                {
+                    let from = shared.len().saturating_sub(LOCAL_LINES);
+                    stock.extend(shared.drain(from..));
+                }
+                stock.pop()
+            })
             .ok()
-            .and_then(|mut lines| lines.pop())
+            .flatten()
             .unwrap_or_else(|| Vec::with_capacity(LINE_CAPACITY))
     }
 
     /// Keeps the buffer of a line that was not queued (dropped on overflow).
-    fn give_back(&self, mut line: Vec<u8>) {
-        if line.capacity() > MAX_SPARE_CAPACITY {
-            return;
-        }
-        line.clear();
-        if let Ok(mut lines) = self.lines.lock()
+    fn give_back(&self, line: Vec<u8>) {
+        if let Some(line) = reusable(line)
+            && let Ok(mut lines) = self.lines.lock()
             && lines.len() < SPARE_LINES
         {
             lines.push(line);
         }
     }
+}
+
+/// `line` emptied for reuse, unless it grew beyond [`MAX_SPARE_CAPACITY`].
+fn reusable(mut line: Vec<u8>) -> Option<Vec<u8>> {
+    (line.capacity() <= MAX_SPARE_CAPACITY).then(|| {
+        line.clear();
+        line
+    })
 }
 
 impl Writer {
@@ -513,9 +539,10 @@ impl Writer {
     }
 
     /// Keeps a written line's buffer for reuse, unless it grew too large.
-    fn recycle(&mut self, mut line: Vec<u8>) {
-        if self.emptied.len() < SPARE_LINES && line.capacity() <= MAX_SPARE_CAPACITY {
-            line.clear();
+    fn recycle(&mut self, line: Vec<u8>) {
+        if self.emptied.len() < SPARE_LINES
+            && let Some(line) = reusable(line)
+        {
             self.emptied.push(line);
         }
         // A writer that never finds its queue empty hands buffers back in groups too.
@@ -708,6 +735,34 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines, expected);
         assert!(sink.inner.spare.lines.lock().unwrap().len() <= SPARE_LINES);
+    }
+
+    /// A recording thread takes spare buffers from the shared pool a batch at a time.
+    #[test]
+    fn a_thread_takes_spare_buffers_in_batches() {
+        let spare = Arc::new(Spare::default());
+        let pooled = LOCAL_LINES + 8;
+        spare
+            .lines
+            .lock()
+            .unwrap()
+            .extend((0..pooled).map(|_| Vec::with_capacity(LINE_CAPACITY)));
+        let shared = spare.clone();
+        // A fresh thread, so its stock starts empty.
+        std::thread::spawn(move || {
+            let pool_len = || shared.lines.lock().unwrap().len();
+            assert!(shared.take().capacity() >= LINE_CAPACITY);
+            assert_eq!(pool_len(), pooled - LOCAL_LINES);
+            for _ in 1..LOCAL_LINES {
+                assert!(shared.take().capacity() >= LINE_CAPACITY);
+            }
+            // Served from the thread's stock: the pool was not touched.
+            assert_eq!(pool_len(), pooled - LOCAL_LINES);
+            shared.take();
+            assert_eq!(pool_len(), 0);
+        })
+        .join()
+        .unwrap();
     }
 
     /// Lines formatted on several threads at once reach the output whole, each exactly once,
