@@ -121,8 +121,8 @@ impl RequestId {
             .unwrap_or_else(|_| take_block().0);
         let n = splitmix64(counter ^ key);
         let mut out = [0u8; 32];
-        hex_into(prefix, &mut out[..16]);
-        hex_into(n, &mut out[16..]);
+        crate::hex::encode_into(&prefix.to_be_bytes(), &mut out[..16]);
+        crate::hex::encode_into(&n.to_be_bytes(), &mut out[16..]);
         RequestId(out)
     }
 
@@ -178,14 +178,6 @@ fn splitmix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
-}
-
-fn hex_into(value: u64, out: &mut [u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, slot) in out.iter_mut().enumerate() {
-        let shift = 60 - 4 * i;
-        *slot = HEX[((value >> shift) & 0xf) as usize];
-    }
 }
 
 impl fmt::Debug for RequestId {
@@ -427,7 +419,7 @@ where
         let state = EdgeState {
             method: req.method().clone(),
             path: request_path(req.uri()),
-            trace_id: trace_id.map(TraceId::to_bytes),
+            trace_id: trace_id.and_then(TraceId::to_bytes),
             context: context.clone(),
             normalize: self.normalize,
             // Shared only when the response needs it: a clone is an atomic increment on a

@@ -18,6 +18,15 @@ pub(crate) fn push(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// Writes `bytes` as lowercase hex into `out`, two digits per byte, as far as `out` reaches
+/// (no allocation: for fixed-size ids).
+pub(crate) fn encode_into(bytes: &[u8], out: &mut [u8]) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+}
+
 /// Which letters [`decode_32`] accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Letters {
@@ -29,8 +38,12 @@ pub(crate) enum Letters {
 
 /// 64 hex digits as 32 bytes; `None` for any other length or character.
 pub(crate) fn decode_32(text: &str, letters: Letters) -> Option<[u8; 32]> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
+    decode(text.as_bytes(), letters)
+}
+
+/// `2 * N` hex digits as `N` bytes; `None` for any other length or character.
+pub(crate) fn decode<const N: usize>(bytes: &[u8], letters: Letters) -> Option<[u8; N]> {
+    if bytes.len() != 2 * N {
         return None;
     }
     let nibble = |c: u8| match c {
@@ -39,7 +52,7 @@ pub(crate) fn decode_32(text: &str, letters: Letters) -> Option<[u8; 32]> {
         b'A'..=b'F' if letters == Letters::AnyCase => Some(c - b'A' + 10),
         _ => None,
     };
-    let mut out = [0u8; 32];
+    let mut out = [0u8; N];
     for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
         *slot = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }

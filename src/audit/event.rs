@@ -215,26 +215,15 @@ impl TraceId {
     }
 
     /// The id's 16 bytes (its digits decoded): half the size, for state kept per request.
-    pub(crate) fn to_bytes(self) -> [u8; 16] {
-        let digit = |b: u8| match b {
-            b'0'..=b'9' => b - b'0',
-            _ => b.wrapping_sub(b'a').wrapping_add(10) & 0xf,
-        };
-        let mut out = [0u8; 16];
-        for (slot, pair) in out.iter_mut().zip(self.0.chunks_exact(2)) {
-            *slot = (digit(pair[0]) << 4) | digit(pair[1]);
-        }
-        out
+    /// Always `Some` (only lowercase hex digits are stored).
+    pub(crate) fn to_bytes(self) -> Option<[u8; 16]> {
+        crate::hex::decode(&self.0, crate::hex::Letters::Lowercase)
     }
 
     /// The id back from [`to_bytes`](Self::to_bytes) (lowercase digits, as they were read).
     pub(crate) fn from_bytes(bytes: [u8; 16]) -> TraceId {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut id = [0u8; 32];
-        for (pair, byte) in id.chunks_exact_mut(2).zip(bytes) {
-            pair[0] = HEX[usize::from(byte >> 4)];
-            pair[1] = HEX[usize::from(byte & 0xf)];
-        }
+        crate::hex::encode_into(&bytes, &mut id);
         TraceId(id)
     }
 }
@@ -1330,7 +1319,7 @@ mod tests {
         ] {
             let traceparent = format!("00-{digits}-00f067aa0ba902b7-01");
             let id = TraceId::from_traceparent(traceparent.as_bytes()).unwrap();
-            let bytes = id.to_bytes();
+            let bytes = id.to_bytes().unwrap();
             assert_eq!(crate::hex::encode(&bytes), digits);
             assert_eq!(TraceId::from_bytes(bytes), id);
             assert_eq!(TraceId::from_bytes(bytes).as_str(), digits);
