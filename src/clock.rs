@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::context::RequestContext;
+
 /// A source of wall-clock time.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current time.
@@ -25,11 +27,26 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 
     /// Seconds since the Unix epoch, saturating at zero for times before it.
     fn unix_seconds(&self) -> u64 {
-        self.now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
+        unix_seconds(self.now())
     }
+
+    /// Whether [`now`](Self::now) is the operating system's clock, read afresh at every call.
+    /// Default: `false`; only [`SystemClock`] says `true`.
+    ///
+    /// Layers behind [`RequestContextLayer`](crate::context::RequestContextLayer) then take the
+    /// time the request arrived ([`RequestContext::received`](crate::context::RequestContext))
+    /// instead of reading the clock again for their checks (rate limits, lockout, token expiry).
+    /// Any other clock, such as a [`ManualClock`] in a test, is always asked.
+    fn is_system(&self) -> bool {
+        false
+    }
+}
+
+/// Seconds since the Unix epoch of `time`, saturating at zero for times before it.
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The operating system's clock. The default everywhere.
@@ -40,6 +57,33 @@ impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+
+    fn is_system(&self) -> bool {
+        true
+    }
+}
+
+/// The time a check made for a request uses: with the system clock, the time the request
+/// arrived at the edge ([`RequestContext::received`]), which the edge read once for every layer;
+/// with any other clock, or without the edge, `clock`'s own time.
+pub(crate) fn request_time(clock: &dyn Clock, extensions: &http::Extensions) -> SystemTime {
+    if clock.is_system()
+        && let Some(context) = extensions.get::<RequestContext>()
+    {
+        return context.received;
+    }
+    clock.now()
+}
+
+/// [`request_time`] in seconds since the Unix epoch, as [`Clock::unix_seconds`] counts them.
+#[cfg_attr(not(feature = "jwt"), allow(dead_code))]
+pub(crate) fn request_unix_seconds(clock: &dyn Clock, extensions: &http::Extensions) -> u64 {
+    if clock.is_system()
+        && let Some(context) = extensions.get::<RequestContext>()
+    {
+        return unix_seconds(context.received);
+    }
+    clock.unix_seconds()
 }
 
 /// A shared, cheaply cloned clock handle.
@@ -118,6 +162,33 @@ mod tests {
         assert_eq!(b.unix_seconds(), 10);
         b.set(UNIX_EPOCH + Duration::from_secs(3));
         assert_eq!(a.unix_seconds(), 3);
+    }
+
+    #[test]
+    fn only_the_system_clock_defers_to_the_request_arrival_time() {
+        use crate::context::{RequestContext, RequestId};
+
+        let received = UNIX_EPOCH + Duration::from_secs(1_000_000_007);
+        let mut extensions = http::Extensions::new();
+        let manual = ManualClock::at(UNIX_EPOCH + Duration::from_secs(42));
+        let system = system();
+        assert!(system.is_system() && SystemClock.is_system());
+        assert!(!manual.is_system());
+        // No context: every clock is read.
+        assert_eq!(request_time(&manual, &extensions), manual.now());
+        assert_eq!(request_unix_seconds(&manual, &extensions), 42);
+        assert_ne!(request_time(&*system, &extensions), received);
+        extensions.insert(RequestContext {
+            request_id: RequestId::generate(),
+            started: std::time::Instant::now(),
+            received,
+            client_ip: None,
+            grpc: false,
+        });
+        assert_eq!(request_time(&*system, &extensions), received);
+        assert_eq!(request_unix_seconds(&*system, &extensions), 1_000_000_007);
+        assert_eq!(request_time(&manual, &extensions), manual.now());
+        assert_eq!(request_unix_seconds(&manual, &extensions), 42);
     }
 
     #[test]

@@ -46,7 +46,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
@@ -206,6 +206,17 @@ pub struct RequestContext {
     pub request_id: RequestId,
     /// When the request entered the stack.
     pub started: Instant,
+    /// When the request entered the stack, by the system clock (read together with
+    /// [`started`](Self::started)).
+    ///
+    /// Checks behind the edge that use the system clock ([`SystemClock`]: rate limits, lockout,
+    /// JWT `exp`/`nbf`/`iat`) take this time instead of reading the clock again, so a request is
+    /// judged as of its arrival; a layer given any other [`Clock`](crate::clock::Clock) asks
+    /// that clock (see [`Clock::is_system`](crate::clock::Clock::is_system)). The edge's audit
+    /// event is stamped `received + duration`.
+    ///
+    /// [`SystemClock`]: crate::clock::SystemClock
+    pub received: SystemTime,
     /// The client address, when known.
     pub client_ip: Option<IpAddr>,
     /// Whether the request is gRPC (rejections render as gRPC statuses).
@@ -394,6 +405,7 @@ where
         let context = RequestContext {
             request_id: RequestId::generate(),
             started: Instant::now(),
+            received: SystemTime::now(),
             client_ip: source.as_ref().map(|s| match s {
                 Source::Outer(ip) | Source::Derived(ip) => *ip,
             }),
@@ -420,7 +432,11 @@ where
             method: req.method().clone(),
             path: request_path(req.uri()),
             trace_id: trace_id.and_then(TraceId::to_bytes),
-            context: context.clone(),
+            request_id: context.request_id,
+            started: context.started,
+            received: context.received,
+            client_ip: context.client_ip,
+            grpc: context.grpc,
             normalize: self.normalize,
             // Shared only when the response needs it: a clone is an atomic increment on a
             // counter every connection's requests touch.
@@ -464,7 +480,14 @@ struct EdgeState {
     path: Option<PathAndQuery>,
     /// The [`TraceId`] as bytes, half the size of its text.
     trace_id: Option<[u8; 16]>,
-    context: RequestContext,
+    // The `RequestContext`'s fields, side by side with the others (a nested struct would
+    // be padded on its own).
+    request_id: RequestId,
+    started: Instant,
+    /// For the audit event's timestamp, `received + duration`: no second clock read.
+    received: SystemTime,
+    client_ip: Option<IpAddr>,
+    grpc: bool,
     normalize: bool,
     /// The edge's settings when the response needs them (resource metadata, an auditor other
     /// than the installed global one).
@@ -539,7 +562,7 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
     let mut rejection = parts.extensions.remove::<Rejection>();
     if rejection.is_none()
         && state.normalize
-        && !state.context.grpc
+        && !state.grpc
         && parts.status.is_client_error()
         && parts
             .headers
@@ -550,11 +573,11 @@ fn finish<B>(state: EdgeState, response: Response<B>) -> Response<SecureBody<B>>
             .map(|kind| Rejection::new(kind, format!("framework rejection {}", parts.status)));
     }
 
-    let request_id = state.context.request_id;
-    let duration = state.context.started.elapsed();
+    let request_id = state.request_id;
+    let duration = state.started.elapsed();
     let mut response = match &rejection {
         Some(rejection) => {
-            let rendered = if state.context.grpc {
+            let rendered = if state.grpc {
                 rejection.to_grpc_response()
             } else {
                 rejection.to_http_response(Some(request_id.as_str()))
@@ -603,15 +626,21 @@ fn edge_event<B>(
 ) -> AuditEvent {
     let extensions = response.extensions();
     let route = extensions.get::<MatchedRoute>().map(|r| r.0.clone());
-    let mut event = AuditEvent::new(rejection.map_or(EventType::AuthzAllow, |r| {
+    let event_type = rejection.map_or(EventType::AuthzAllow, |r| {
         EventType::from_rejection_event(r.kind().audit_event_type())
-    }));
-    event.request_id = Some(state.context.request_id);
+    });
+    // Stamped when the response passes, as the arrival time plus the duration: the clock was
+    // read for the duration just now and need not be read again.
+    let mut event = match state.received.checked_add(duration) {
+        Some(at) => AuditEvent::at(event_type, at),
+        None => AuditEvent::new(event_type),
+    };
+    event.request_id = Some(state.request_id);
     event.trace_id = state.trace_id.map(TraceId::from_bytes);
     event.principal = extensions.get::<Principal>().cloned();
-    event.client_ip = state.context.client_ip;
+    event.client_ip = state.client_ip;
     event.method = Some(state.method.clone());
-    if state.context.grpc {
+    if state.grpc {
         event.grpc_method = Some(truncate(state.path(), 256).into());
     }
     if route.is_none() || rejection.is_some() {
@@ -621,7 +650,7 @@ fn edge_event<B>(
     event.status = Some(response.status().as_u16());
     event.duration = Some(duration);
     if let Some(rejection) = rejection {
-        if state.context.grpc {
+        if state.grpc {
             event.grpc_status = Some(rejection.kind().grpc_code());
         }
         event.reason_code = Some(rejection.kind().name());
@@ -825,6 +854,47 @@ mod tests {
             event.trace_id.map(|t| t.as_str().to_owned()).as_deref(),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
+    }
+
+    #[tokio::test]
+    async fn arrival_time_reaches_inner_layers_and_stamps_the_audit_event() {
+        use std::sync::Mutex;
+        use tower::{ServiceExt, service_fn};
+
+        let events = Arc::new(Mutex::new(Vec::<AuditEvent>::new()));
+        let captured = events.clone();
+        let auditor = Auditor::builder()
+            .sink(move |event: &AuditEvent| captured.lock().unwrap().push(event.clone()))
+            .build()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(None::<RequestContext>));
+        let inner_seen = seen.clone();
+        let svc = RequestContextLayer::new()
+            .with_auditor(auditor)
+            .layer(service_fn(move |req: Request<String>| {
+                let context = req.extensions().get::<RequestContext>().cloned();
+                *inner_seen.lock().unwrap() = context;
+                async {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+                }
+            }));
+        let before = SystemTime::now();
+        let response = svc.oneshot(Request::new(String::new())).await.unwrap();
+        let after = SystemTime::now();
+        assert_eq!(response.status(), StatusCode::OK);
+        let context = seen.lock().unwrap().clone().expect("context");
+        assert!(before <= context.received && context.received <= after);
+        let events = events.lock().unwrap();
+        let [event] = events.as_slice() else {
+            panic!("{} events", events.len());
+        };
+        // Stamped at the end of the request without reading the clock again: arrival plus the
+        // duration.
+        let duration = event.duration.expect("duration");
+        assert!(duration >= std::time::Duration::from_millis(5));
+        assert_eq!(event.timestamp, context.received + duration);
+        assert!(event.timestamp <= after);
     }
 
     #[test]

@@ -299,6 +299,11 @@ impl AuditEvent {
     /// An event of type `event`, now, with no other field set. Severity is `WARN` for
     /// refusals, losses and alerts, `INFO` otherwise.
     pub fn new(event: EventType) -> Self {
+        Self::at(event, SystemTime::now())
+    }
+
+    /// [`new`](Self::new) with the time given instead of read from the clock.
+    pub fn at(event: EventType, timestamp: SystemTime) -> Self {
         let severity = match event {
             EventType::AuthnFailure
             | EventType::AuthzDeny
@@ -316,7 +321,7 @@ impl AuditEvent {
             _ => Severity::Info,
         };
         Self {
-            timestamp: SystemTime::now(),
+            timestamp,
             event,
             severity,
             request_id: None,

@@ -119,7 +119,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{AuthFuture, Authenticator};
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{SharedClock, SystemClock, request_time};
 use crate::error::ConfigError;
 use crate::principal::{AuthMethod, Principal, PrincipalKind};
 use crate::rejection::Rejection;
@@ -550,7 +550,7 @@ impl ApiKeyAuthenticator {
     /// The one-credential answer for this request: no key, a valid key, or a refusal.
     fn outcome(&self, parts: &Parts) -> Result<Option<Principal>, Rejection> {
         match self.find_key(parts) {
-            Ok(Some(key)) => self.inner.verify(key).map(Some),
+            Ok(Some(key)) => self.inner.verify(key, Some(&parts.extensions)).map(Some),
             Ok(None) => Ok(None),
             Err(rejection) => Err(rejection),
         }
@@ -595,7 +595,7 @@ impl ApiKeyAuthenticator {
     /// Checks one presented key (`pk_<id>_<secret>`). The rejection detail names the key id
     /// at most, never the secret.
     pub fn verify_key(&self, key: &str) -> Result<Principal, Rejection> {
-        self.inner.verify(key)
+        self.inner.verify(key, None)
     }
 
     /// The key from wherever this authenticator reads keys; `Ok(None)` when there is none.
@@ -647,7 +647,13 @@ impl ApiKeyAuthenticator {
 }
 
 impl Inner {
-    fn verify(&self, key: &str) -> Result<Principal, Rejection> {
+    /// Checks `key`; an expiry is checked at the clock's time, or for a request (its
+    /// extensions) with the system clock, at the time the request arrived at the edge.
+    fn verify(
+        &self,
+        key: &str,
+        request: Option<&http::Extensions>,
+    ) -> Result<Principal, Rejection> {
         if key.len() > MAX_KEY_LEN {
             return Err(Rejection::invalid_credential("malformed API key: too long"));
         }
@@ -672,7 +678,8 @@ impl Inner {
             return Err(Rejection::invalid_credential(detail));
         };
         if let Some(expires) = record.expires_at
-            && self.clock.now() >= expires
+            && request.map_or_else(|| self.clock.now(), |e| request_time(&*self.clock, e))
+                >= expires
         {
             return Err(Rejection::invalid_credential(format!(
                 "API key {id} has expired"
@@ -1189,6 +1196,58 @@ mod tests {
         assert!(old.verify_key(k).is_ok());
         clock.advance(Duration::from_secs(1_000));
         assert!(old.verify_key(k).unwrap_err().detail().contains("expired"));
+    }
+
+    #[test]
+    fn expiry_behind_the_edge_uses_the_arrival_time_only_with_the_system_clock() {
+        use crate::clock::Clock;
+        use crate::context::{RequestContext, RequestId};
+
+        let key = generate_api_key("exp").unwrap();
+        let now = SystemClock.unix_seconds();
+        let text = line(&key, &format!("r expires={}", now + 3_600));
+        let header = format!("ApiKey {}", key.key().expose_secret());
+        let request = |received: Option<SystemTime>| {
+            let mut p = parts(&[("authorization", header.as_str())], "/");
+            if let Some(received) = received {
+                p.extensions.insert(RequestContext {
+                    request_id: RequestId::generate(),
+                    started: std::time::Instant::now(),
+                    received,
+                    client_ip: None,
+                    grpc: false,
+                });
+            }
+            p
+        };
+        let accepted =
+            |auth: &ApiKeyAuthenticator, p: &Parts| match auth.authenticate_now(p).unwrap() {
+                Ok(principal) => principal.is_some(),
+                Err(rejection) => {
+                    assert!(rejection.detail().contains("expired"), "{rejection:?}");
+                    false
+                }
+            };
+        let system = ApiKeyAuthenticator::builder()
+            .keys_text(&text)
+            .build()
+            .unwrap();
+        let later = UNIX_EPOCH + Duration::from_secs(now + 7_200);
+        assert!(accepted(&system, &request(None)));
+        assert!(accepted(&system, &request(Some(SystemTime::now()))));
+        // Arrived (by the edge's record) after the expiry: the clock was not read.
+        assert!(!accepted(&system, &request(Some(later))));
+
+        // An injected clock decides, whatever the request's arrival time.
+        let clock = ManualClock::at(UNIX_EPOCH + Duration::from_secs(now));
+        let manual = ApiKeyAuthenticator::builder()
+            .keys_text(&text)
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        assert!(accepted(&manual, &request(Some(later))));
+        clock.advance(Duration::from_secs(3_600));
+        assert!(!accepted(&manual, &request(Some(SystemTime::now()))));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::client_ip::ClientIpResolver;
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{SharedClock, SystemClock, request_time};
 use crate::context::ClientIp;
 use crate::error::ConfigError;
 use crate::principal::{AuthMethod, Principal};
@@ -470,9 +470,11 @@ impl Config {
         {
             return None;
         }
-        let decision = self
-            .store
-            .check_hash(hasher.finish(), &tier.quota, self.clock.now());
+        let decision = self.store.check_hash(
+            hasher.finish(),
+            &tier.quota,
+            request_time(&*self.clock, extensions),
+        );
         Some((index, decision))
     }
 
@@ -662,7 +664,12 @@ impl<S> RateLimit<S> {
                     Some(tier) => Some((
                         index,
                         redis
-                            .check(&tier.label, &key, &tier.quota, config.clock.now())
+                            .check(
+                                &tier.label,
+                                &key,
+                                &tier.quota,
+                                request_time(&*config.clock, &parts.extensions),
+                            )
                             .await,
                     )),
                     None => None,
@@ -685,7 +692,7 @@ impl<S> RateLimit<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::{Clock, ManualClock};
     use crate::context::RequestContextLayer;
     use http::StatusCode;
     use std::future::Future;
@@ -867,6 +874,118 @@ mod tests {
         assert_eq!(
             (stats.allowed, stats.shadow_limited, stats.limited),
             (1, 2, 0)
+        );
+    }
+
+    /// A request as the edge leaves it, arrived at `received`.
+    fn arrived_at(ip: &str, received: std::time::SystemTime) -> Request<String> {
+        let mut req = request(ip, None);
+        req.extensions_mut().insert(crate::context::RequestContext {
+            request_id: crate::context::RequestId::generate(),
+            started: std::time::Instant::now(),
+            received,
+            client_ip: Some(ip.parse().unwrap()),
+            grpc: false,
+        });
+        req
+    }
+
+    #[tokio::test]
+    async fn system_clock_limits_use_the_arrival_time_from_the_edge() {
+        let limit = || {
+            RateLimitLayer::builder("hourly")
+                .quota(Quota::per_hour(nz(1)))
+                .key(RateLimitKey::client_ip())
+                .build()
+                .unwrap()
+        };
+        let svc = limit().layer(echo());
+        let now = std::time::SystemTime::now();
+        let status = |req| {
+            let svc = svc.clone();
+            async move { svc.oneshot(req).await.unwrap().status() }
+        };
+        assert_eq!(status(arrived_at("192.0.2.1", now)).await, StatusCode::OK);
+        assert_eq!(
+            status(arrived_at("192.0.2.1", now)).await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        // An hour later by the request's arrival time (the system clock has not moved): allowed,
+        // so the arrival time was used and the clock was not read.
+        let later = now + Duration::from_secs(3_600);
+        assert_eq!(status(arrived_at("192.0.2.1", later)).await, StatusCode::OK);
+        // Without the edge's context, the clock decides: still within the hour.
+        let svc = limit().layer(echo());
+        assert_eq!(
+            svc.clone()
+                .oneshot(request("192.0.2.1", None))
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            svc.oneshot(request("192.0.2.1", None))
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+
+    #[tokio::test]
+    async fn injected_clocks_are_read_behind_the_edge() {
+        let clock = ManualClock::now_from_system();
+        let limit = RateLimitLayer::builder("hourly")
+            .quota(Quota::per_hour(nz(1)))
+            .key(RateLimitKey::client_ip())
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(RequestContextLayer::new())
+            .layer(limit)
+            .service(echo());
+        let status = || {
+            let svc = svc.clone();
+            async move {
+                svc.oneshot(request("192.0.2.1", None))
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        };
+        assert_eq!(status().await, StatusCode::OK);
+        assert_eq!(status().await, StatusCode::TOO_MANY_REQUESTS);
+        // Only the injected clock moved: the edge's arrival time would still refuse.
+        clock.advance(Duration::from_secs(3_600));
+        assert_eq!(status().await, StatusCode::OK);
+        // A request carrying an arrival time far ahead does not move an injected clock either.
+        let svc = ServiceBuilder::new()
+            .layer(
+                RateLimitLayer::builder("hourly")
+                    .quota(Quota::per_hour(nz(1)))
+                    .key(RateLimitKey::client_ip())
+                    .clock(Arc::new(clock.clone()))
+                    .build()
+                    .unwrap(),
+            )
+            .service(echo());
+        let ahead = clock.now() + Duration::from_secs(3_600);
+        assert_eq!(
+            svc.clone()
+                .oneshot(arrived_at("192.0.2.1", ahead))
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            svc.oneshot(arrived_at("192.0.2.1", ahead + Duration::from_secs(3_600)))
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::TOO_MANY_REQUESTS
         );
     }
 

@@ -75,7 +75,7 @@ pub use self::remote::{FetchError, JwksStatus, RemoteJwks, RemoteJwksBuilder, St
 #[cfg(feature = "oidc")]
 pub(crate) use self::remote::{display_url, fetch_bounded, http_client, parse_url};
 use crate::authn::{AuthFuture, Authenticator, b64token_str, bearer_token, bearer_token_bytes};
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{SharedClock, SystemClock, request_unix_seconds};
 use crate::error::ConfigError;
 use crate::principal::Principal;
 use crate::rejection::Rejection;
@@ -457,7 +457,7 @@ impl JwtAuthenticator {
     /// The returned rejection's detail says what failed (for the audit log); it never contains
     /// the token.
     pub fn verify(&self, token: &str) -> Result<Principal, Rejection> {
-        self.verify_inner(token)
+        self.verify_inner(token, None)
             .map(|verified| verified.principal)
             .map_err(|e| Rejection::invalid_credential(e.reason()))
     }
@@ -465,11 +465,21 @@ impl JwtAuthenticator {
     /// Everything [`verify`](Self::verify) does, plus one key refresh when the token names an
     /// unknown `kid` (if the key source can refresh), plus the revocation check.
     pub async fn authenticate_token(&self, token: &str) -> Result<Principal, Rejection> {
-        let principal = match self.verify_inner(token) {
+        self.authenticate_token_for(token, None).await
+    }
+
+    /// [`authenticate_token`](Self::authenticate_token) for a request with these extensions:
+    /// with the system clock, the claims are checked at the request's arrival time.
+    async fn authenticate_token_for(
+        &self,
+        token: &str,
+        request: Option<&http::Extensions>,
+    ) -> Result<Principal, Rejection> {
+        let principal = match self.verify_inner(token, request) {
             Ok(verified) => verified.principal,
             Err(VerifyError::UnknownKid(kid)) => {
                 if self.inner.source.unknown_kid(&kid).await {
-                    self.verify_inner(token)
+                    self.verify_inner(token, request)
                         .map_err(|e| Rejection::invalid_credential(e.reason()))?
                         .principal
                 } else {
@@ -512,15 +522,33 @@ impl JwtAuthenticator {
         next
     }
 
-    fn verify_inner(&self, token: &str) -> Result<CachedToken, VerifyError> {
-        match self.probe(token.as_bytes())? {
+    /// The time claims are checked against, in Unix seconds: the clock's, or for a request
+    /// (its extensions) with the system clock, the time the request arrived at the edge.
+    fn now(&self, request: Option<&http::Extensions>) -> u64 {
+        match request {
+            Some(extensions) => request_unix_seconds(&*self.inner.clock, extensions),
+            None => self.inner.clock.unix_seconds(),
+        }
+    }
+
+    fn verify_inner(
+        &self,
+        token: &str,
+        request: Option<&http::Extensions>,
+    ) -> Result<CachedToken, VerifyError> {
+        match self.probe(token.as_bytes(), request)? {
             Probed::Hit(hit) => Ok(hit),
             Probed::Miss(probe) => self.verify_uncached(token, probe),
         }
     }
 
-    /// The size limit and the verified-token cache: everything a cached token needs.
-    fn probe(&self, token: &[u8]) -> Result<Probed, VerifyError> {
+    /// The size limit and the verified-token cache: everything a cached token needs. The time
+    /// is read as [`now`](Self::now) reads it.
+    fn probe(
+        &self,
+        token: &[u8],
+        request: Option<&http::Extensions>,
+    ) -> Result<Probed, VerifyError> {
         let inner = &*self.inner;
         if token.len() > inner.max_token_bytes {
             return Err(format!(
@@ -530,7 +558,7 @@ impl JwtAuthenticator {
             )
             .into());
         }
-        let now = inner.clock.unix_seconds();
+        let now = self.now(request);
         let Some(cache) = &inner.cache else {
             return Ok(Probed::Miss(Probe {
                 now,
@@ -621,7 +649,10 @@ impl Authenticator for JwtAuthenticator {
     fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
         Box::pin(async move {
             match bearer_token(parts)? {
-                Some(token) => self.authenticate_token(token).await.map(Some),
+                Some(token) => self
+                    .authenticate_token_for(token, Some(&parts.extensions))
+                    .await
+                    .map(Some),
                 None => Ok(None),
             }
         })
@@ -638,7 +669,7 @@ impl Authenticator for JwtAuthenticator {
             Ok(None) => return Some(Ok(None)),
             Err(rejection) => return Some(Err(rejection)),
         };
-        let verified = match self.probe(bytes) {
+        let verified = match self.probe(bytes, Some(&parts.extensions)) {
             Ok(Probed::Hit(hit)) => hit,
             Ok(Probed::Miss(probe)) => {
                 let token = match b64token_str(bytes) {
@@ -1357,7 +1388,7 @@ mod tests {
         for token in &tokens {
             assert!(now(token).is_ok());
             // The identity read once at caching equals a fresh read of the attributes.
-            let cached = auth.verify_inner(token).ok().unwrap();
+            let cached = auth.verify_inner(token, None).ok().unwrap();
             let (jti, issued_at) = crate::authn::revocation::token_identity(&cached.principal);
             assert_eq!(cached.identity.jti(&cached.principal), jti);
             assert_eq!(cached.identity.issued_at, issued_at);
@@ -1377,6 +1408,100 @@ mod tests {
         revocation.revoke_subject_now("jo").await.unwrap();
         assert_eq!(now(&tokens[3]), revoked(DETAIL_SUBJECT_REVOKED));
         assert!(now(&tokens[1]).is_ok());
+    }
+
+    /// `parts` as the edge leaves them: a request that arrived at `received`.
+    fn arrived_at(mut parts: Parts, received: SystemTime) -> Parts {
+        parts.extensions.insert(crate::context::RequestContext {
+            request_id: crate::context::RequestId::generate(),
+            started: std::time::Instant::now(),
+            received,
+            client_ip: None,
+            grpc: false,
+        });
+        parts
+    }
+
+    #[tokio::test]
+    async fn system_clock_checks_claims_at_the_arrival_time_from_the_edge() {
+        let key = TestKey::ed25519("k");
+        let auth = builder(&key).build().unwrap();
+        let now = SystemClock.unix_seconds();
+        // Expired an hour ago, far beyond the leeway.
+        let token = key.mint(
+            &json!({"sub": "u", "iss": ISS, "aud": AUD, "iat": now - 7_200, "exp": now - 3_600}),
+        );
+        let bearer = format!("Bearer {token}");
+        let expired = |outcome| match summary(outcome) {
+            Err((status, detail)) => status == http::StatusCode::UNAUTHORIZED && !detail.is_empty(),
+            Ok(_) => false,
+        };
+        // Without the edge, the clock decides.
+        assert!(expired(
+            auth.authenticate_now(&request(&[&bearer])).unwrap()
+        ));
+        assert!(expired(auth.authenticate(&request(&[&bearer])).await));
+        // Behind the edge, the request's arrival time (while the token was valid) decides,
+        // both at once and through the asynchronous path, and the clock is not read.
+        let then = SystemTime::UNIX_EPOCH + Duration::from_secs(now - 5_400);
+        let parts = arrived_at(request(&[&bearer]), then);
+        assert_eq!(
+            summary(auth.authenticate_now(&parts).unwrap()),
+            Ok(Some("u".to_owned()))
+        );
+        let auth = builder(&key).build().unwrap();
+        assert_eq!(
+            summary(auth.authenticate(&parts).await),
+            Ok(Some("u".to_owned()))
+        );
+        // And arriving now, it is expired.
+        let parts = arrived_at(request(&[&bearer]), SystemTime::now());
+        assert!(expired(auth.authenticate_now(&parts).unwrap()));
+    }
+
+    #[tokio::test]
+    async fn injected_clocks_are_read_behind_the_edge() {
+        use crate::authn::AuthnLayer;
+        use crate::context::RequestContextLayer;
+        use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+        let clock = ManualClock::at(SystemTime::now());
+        let key = TestKey::ed25519("k");
+        let auth = builder(&key)
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        let now = clock.unix_seconds();
+        let token =
+            key.mint(&json!({"sub": "u", "iss": ISS, "aud": AUD, "iat": now, "exp": now + 60}));
+        let svc = ServiceBuilder::new()
+            .layer(RequestContextLayer::new())
+            .layer(AuthnLayer::new(auth.clone()))
+            .service(service_fn(|_req: http::Request<String>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            }));
+        let status = || {
+            let request = http::Request::builder()
+                .header("authorization", format!("Bearer {token}"))
+                .body(String::new())
+                .unwrap();
+            let svc = svc.clone();
+            async move { svc.oneshot(request).await.unwrap().status() }
+        };
+        assert_eq!(status().await, http::StatusCode::OK);
+        // Expired by the injected clock only: the edge's arrival time would still accept it.
+        clock.advance(Duration::from_secs(60 + 61));
+        assert_eq!(status().await, http::StatusCode::UNAUTHORIZED);
+        // A request arriving (by its context) while the token was valid: the clock still decides.
+        let parts = arrived_at(
+            request(&[&format!("Bearer {token}")]),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(now),
+        );
+        let outcome = auth.authenticate_now(&parts).unwrap();
+        assert_eq!(
+            summary(outcome).unwrap_err().0,
+            http::StatusCode::UNAUTHORIZED
+        );
     }
 
     #[test]

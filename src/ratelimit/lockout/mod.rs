@@ -118,7 +118,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::client_ip::ClientIpResolver;
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{SharedClock, SystemClock, request_time};
 use crate::context::ClientIp;
 use crate::error::ConfigError;
 use crate::principal::Principal;
@@ -648,13 +648,12 @@ impl Config {
     /// Whether the key is blocked, and why: the shared store when there is one (following its
     /// failure mode when it does not answer), the local counters otherwise.
     async fn blocked_for(&self, key: &Key) -> Option<(Duration, Block)> {
-        self.check(key).await.0
+        self.check(key, self.clock.now()).await.0
     }
 
-    /// [`blocked_for`](Self::blocked_for), and whether the key may hold failures (a success
-    /// then has something to clear).
-    async fn check(&self, key: &Key) -> (Option<(Duration, Block)>, bool) {
-        let now = self.clock.now();
+    /// [`blocked_for`](Self::blocked_for) at `now`, and whether the key may hold failures (a
+    /// success then has something to clear).
+    async fn check(&self, key: &Key, now: SystemTime) -> (Option<(Duration, Block)>, bool) {
         #[cfg(feature = "redis")]
         if let (Some(store), Some(shared)) = (&self.shared, &key.shared) {
             use crate::ratelimit::store::FailureMode;
@@ -840,7 +839,8 @@ where
         }
         // Most clients have no failures on record: no clock read and no lock for them.
         if config.may_be_blocked(key.hash)
-            && let Some(wait) = config.local_blocked_for(key.hash, config.clock.now())
+            && let Some(wait) =
+                config.local_blocked_for(key.hash, request_time(&*config.clock, req.extensions()))
             && let Some(response) = config.refusal(wait, Block::Key)
         {
             return ResponseFuture::refused(response);
@@ -873,7 +873,8 @@ impl<S> Lockout<S> {
         let mut inner = crate::ratelimit::future::take_ready(&mut self.inner);
         let config = self.config.clone();
         ResponseFuture::boxed(Box::pin(async move {
-            let (blocked, may_hold_failures) = config.check(&key).await;
+            let now = request_time(&*config.clock, req.extensions());
+            let (blocked, may_hold_failures) = config.check(&key, now).await;
             if let Some((wait, block)) = blocked
                 && let Some(response) = config.refusal(wait, block)
             {
@@ -1081,6 +1082,45 @@ mod tests {
         let stats = lockout.stats();
         assert_eq!((stats.failures, stats.backoffs), (3, 1));
         assert!(stats.refused >= 7);
+    }
+
+    #[tokio::test]
+    async fn system_clock_checks_use_the_arrival_time_from_the_edge() {
+        use crate::context::{ClientIp, RequestContext, RequestId};
+        use http::StatusCode;
+        use tower::{ServiceExt, service_fn};
+
+        let lockout = LockoutLayer::builder()
+            .backoff_after(1)
+            .lock_after(1)
+            .build()
+            .unwrap();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        lockout.record_failure(ip, None).await;
+        let svc = lockout.layer(service_fn(|_req: Request<String>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+        }));
+        let status = |received: Option<SystemTime>| {
+            let mut req = Request::new(String::new());
+            req.extensions_mut().insert(ClientIp(ip));
+            if let Some(received) = received {
+                req.extensions_mut().insert(RequestContext {
+                    request_id: RequestId::generate(),
+                    started: std::time::Instant::now(),
+                    received,
+                    client_ip: Some(ip),
+                    grpc: false,
+                });
+            }
+            let svc = svc.clone();
+            async move { svc.oneshot(req).await.unwrap().status() }
+        };
+        let now = SystemTime::now();
+        assert_eq!(status(None).await, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(status(Some(now)).await, StatusCode::TOO_MANY_REQUESTS);
+        // Arrived after the lock expired by its own time: the clock was not read.
+        let later = now + Duration::from_secs(24 * 3600);
+        assert_eq!(status(Some(later)).await, StatusCode::OK);
     }
 
     #[tokio::test]
