@@ -165,6 +165,11 @@ impl RequestId {
         }
     }
 
+    /// The id's 32 hex digits (the bytes of [`as_str`](Self::as_str)).
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         // Only ASCII hex digits are ever written into the buffer.

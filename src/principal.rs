@@ -19,7 +19,8 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -108,7 +109,6 @@ impl Serialize for AuthMethod {
     }
 }
 
-#[derive(Debug)]
 struct Inner {
     subject: String,
     kind: PrincipalKind,
@@ -120,6 +120,55 @@ struct Inner {
     attributes: Map<String, Value>,
     auth_method: AuthMethod,
     expires_at: Option<SystemTime>,
+    /// The principal's fields of an audit line, kept from its second event on.
+    audit_json: AuditJson,
+}
+
+// Written out to leave out the kept audit fields: the derived text (the builder's `Debug`
+// shows it).
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inner")
+            .field("subject", &self.subject)
+            .field("kind", &self.kind)
+            .field("issuer", &self.issuer)
+            .field("tenant", &self.tenant)
+            .field("roles", &self.roles)
+            .field("scopes", &self.scopes)
+            .field("permissions", &self.permissions)
+            .field("attributes", &self.attributes)
+            .field("auth_method", &self.auth_method)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// The identifier fields an audit line writes for a principal (`,"subject":...` through
+/// `key_id`), formatted once per principal value. A principal of a cached token appears in
+/// many events; one built for a single request is formatted in place, without the copy (it
+/// is kept only from its second event on).
+#[derive(Default)]
+pub(crate) struct AuditJson {
+    seen: AtomicBool,
+    json: OnceLock<Box<[u8]>>,
+}
+
+impl AuditJson {
+    /// The fields, once kept.
+    pub(crate) fn get(&self) -> Option<&[u8]> {
+        self.json.get().map(|json| &**json)
+    }
+
+    /// Offers the fields just formatted: kept the second time (both always agree, as the
+    /// principal never changes).
+    pub(crate) fn offer(&self, json: &[u8]) {
+        if self.seen.load(Ordering::Relaxed) {
+            // Another thread may have kept them first: the same bytes.
+            let _ = self.json.set(Box::from(json));
+        } else {
+            self.seen.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// An authenticated caller.
@@ -147,6 +196,7 @@ impl Principal {
                 attributes: Map::new(),
                 auth_method: method,
                 expires_at: None,
+                audit_json: AuditJson::default(),
             },
         }
     }
@@ -194,6 +244,10 @@ impl Principal {
     /// When the credential stops being valid, if it expires.
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.inner.expires_at
+    }
+    /// The principal's audit fields, formatted once (see `AuditEvent::write_json_fields`).
+    pub(crate) fn audit_json(&self) -> &AuditJson {
+        &self.inner.audit_json
     }
     /// Whether `role` was granted directly. Policies use the role hierarchy on top of this.
     pub fn has_role(&self, role: &str) -> bool {
@@ -345,6 +399,65 @@ mod tests {
         assert_eq!(v["auth_method"]["kid"], "k1");
         assert!(v.get("attributes").is_none());
         assert_eq!(p.auth_method().name(), "jwt");
+    }
+
+    /// The audit fields kept inside a principal show in no `Debug`: the principal's is the
+    /// same before and after, the builder's is still the derived one.
+    #[test]
+    fn debug_leaves_out_the_kept_audit_fields() {
+        #[derive(Debug)]
+        #[expect(dead_code, reason = "read by Debug only")]
+        struct Inner {
+            subject: String,
+            kind: PrincipalKind,
+            issuer: Option<String>,
+            tenant: Option<String>,
+            roles: Vec<String>,
+            scopes: Vec<String>,
+            permissions: Vec<String>,
+            attributes: Map<String, Value>,
+            auth_method: AuthMethod,
+            expires_at: Option<SystemTime>,
+        }
+        #[derive(Debug)]
+        #[expect(dead_code, reason = "read by Debug only")]
+        struct PrincipalBuilder {
+            inner: Inner,
+        }
+        let method = AuthMethod::Jwt {
+            kid: Some("k1".into()),
+            alg: "RS256".into(),
+        };
+        let builder = Principal::builder("svc-a", method.clone())
+            .issuer("https://idp.example")
+            .tenant("t")
+            .roles(["reader"])
+            .attribute("email", "a@example.com")
+            .expires_at(std::time::UNIX_EPOCH);
+        let derived = PrincipalBuilder {
+            inner: Inner {
+                subject: "svc-a".into(),
+                kind: PrincipalKind::User,
+                issuer: Some("https://idp.example".into()),
+                tenant: Some("t".into()),
+                roles: vec!["reader".into()],
+                scopes: Vec::new(),
+                permissions: Vec::new(),
+                attributes: builder.inner.attributes.clone(),
+                auth_method: method,
+                expires_at: Some(std::time::UNIX_EPOCH),
+            },
+        };
+        assert_eq!(format!("{builder:?}"), format!("{derived:?}"));
+        assert_eq!(format!("{builder:#?}"), format!("{derived:#?}"));
+        let p = builder.build();
+        let before = format!("{p:?}");
+        p.audit_json().offer(b",\"subject\":\"svc-a\"");
+        p.audit_json().offer(b",\"subject\":\"svc-a\"");
+        assert!(p.audit_json().get().is_some());
+        assert_eq!(format!("{p:?}"), before);
+        assert_eq!(format!("{:?}", p.clone()), before);
+        assert!(!before.contains("audit"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The audit event schema (version [`SCHEMA_VERSION`]).
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -445,7 +446,7 @@ impl AuditEvent {
         buf.push(b'"');
         if let Some(id) = &self.request_id {
             buf.extend_from_slice(b",\"request_id\":\"");
-            buf.extend_from_slice(id.as_str().as_bytes());
+            buf.extend_from_slice(id.as_bytes());
             buf.push(b'"');
         }
         if let Some(id) = &self.trace_id {
@@ -458,29 +459,7 @@ impl AuditEvent {
             push_json_str(buf, id);
         }
         if let Some(p) = &self.principal {
-            buf.extend_from_slice(b",\"subject\":");
-            push_json_str(buf, p.subject());
-            buf.extend_from_slice(match p.kind() {
-                PrincipalKind::Service => b",\"principal_kind\":\"service\"",
-                _ => b",\"principal_kind\":\"user\"",
-            });
-            if let Some(issuer) = p.issuer() {
-                buf.extend_from_slice(b",\"issuer\":");
-                push_json_str(buf, issuer);
-            }
-            let method = p.auth_method();
-            buf.extend_from_slice(b",\"auth_method\":");
-            push_json_str(buf, method.name());
-            let key_id = match method {
-                AuthMethod::Jwt { kid, .. } => kid.as_deref(),
-                AuthMethod::ApiKey { key_id } => Some(key_id.as_str()),
-                AuthMethod::Mtls { identity } => Some(identity.as_str()),
-                _ => None,
-            };
-            if let Some(key_id) = key_id {
-                buf.extend_from_slice(b",\"key_id\":");
-                push_json_str(buf, key_id);
-            }
+            push_principal(buf, p);
         }
         if let Some(ip) = &self.client_ip {
             buf.extend_from_slice(b",\"client_ip\":\"");
@@ -488,8 +467,11 @@ impl AuditEvent {
             buf.push(b'"');
         }
         if let Some(method) = &self.method {
-            buf.extend_from_slice(b",\"method\":");
-            push_json_str(buf, method.as_str());
+            // A method is a token (letters, digits and `!#$%&'*+-.^_`|~`, as `http` checks):
+            // nothing to escape.
+            buf.extend_from_slice(b",\"method\":\"");
+            buf.extend_from_slice(method.as_str().as_bytes());
+            buf.push(b'"');
         }
         if let Some(route) = &self.route {
             buf.extend_from_slice(b",\"route\":");
@@ -563,6 +545,46 @@ impl AuditEvent {
     }
 }
 
+/// Appends the principal's identifier fields (`,"subject":...` through `key_id`), copied
+/// from those kept inside the principal when it has been formatted before.
+fn push_principal(buf: &mut Vec<u8>, p: &Principal) {
+    let kept = p.audit_json();
+    if let Some(json) = kept.get() {
+        buf.extend_from_slice(json);
+        return;
+    }
+    let start = buf.len();
+    write_principal(buf, p);
+    kept.offer(&buf[start..]);
+}
+
+/// Writes the principal's identifier fields.
+fn write_principal(buf: &mut Vec<u8>, p: &Principal) {
+    buf.extend_from_slice(b",\"subject\":");
+    push_json_str(buf, p.subject());
+    buf.extend_from_slice(match p.kind() {
+        PrincipalKind::Service => b",\"principal_kind\":\"service\"",
+        _ => b",\"principal_kind\":\"user\"",
+    });
+    if let Some(issuer) = p.issuer() {
+        buf.extend_from_slice(b",\"issuer\":");
+        push_json_str(buf, issuer);
+    }
+    let method = p.auth_method();
+    buf.extend_from_slice(b",\"auth_method\":");
+    push_json_str(buf, method.name());
+    let key_id = match method {
+        AuthMethod::Jwt { kid, .. } => kid.as_deref(),
+        AuthMethod::ApiKey { key_id } => Some(key_id.as_str()),
+        AuthMethod::Mtls { identity } => Some(identity.as_str()),
+        _ => None,
+    };
+    if let Some(key_id) = key_id {
+        buf.extend_from_slice(b",\"key_id\":");
+        push_json_str(buf, key_id);
+    }
+}
+
 fn write_details(buf: &mut Vec<u8>, details: &[(&'static str, DetailValue)]) {
     buf.push(b'{');
     for (i, (name, value)) in details.iter().enumerate() {
@@ -626,53 +648,51 @@ pub(crate) fn push_json_str(buf: &mut Vec<u8>, value: &str) {
     buf.push(b'"');
 }
 
-/// The length of the longest prefix of `bytes` that needs no escaping: eight bytes at a time,
-/// then byte by byte.
+/// The length of the longest prefix of `bytes` that needs no escaping: eight bytes at a time
+/// (the last, partial, eight read overlapping those before), then byte by byte from the first
+/// eight holding a byte to escape.
 fn clean_prefix(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Non-zero when some byte of `v` is below `n` (exact as to whether one is, for n <= 0x80).
     let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
-    let mut clean = 0;
-    for chunk in bytes.chunks_exact(8) {
+    let special = |chunk: &[u8]| {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let v = u64::from_le_bytes(word);
-        let special = below(v, 0x20)
+        below(v, 0x20)
             | below(v ^ (ONES * u64::from(b'"')), 1)
             | below(v ^ (ONES * u64::from(b'\\')), 1)
-            | below(v ^ (ONES * 0x7f), 1);
-        if special != 0 {
+            | below(v ^ (ONES * 0x7f), 1)
+            != 0
+    };
+    let mut clean = 0;
+    for chunk in bytes.chunks_exact(8) {
+        if special(chunk) {
             break;
         }
         clean += 8;
+    }
+    let len = bytes.len();
+    if clean == len || (clean >= 8 && len - clean < 8 && !special(&bytes[len - 8..])) {
+        return len;
     }
     clean
         + bytes[clean..]
             .iter()
             .position(|&b| ESCAPE[usize::from(b)] != 0)
-            .unwrap_or(bytes.len() - clean)
-}
-
-/// The decimal digits of `n` at the end of `digits`; returns where they start.
-fn decimal(digits: &mut [u8; 20], mut n: u64) -> usize {
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        // `n % 10` is a single digit.
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return i;
-        }
-    }
+            .unwrap_or(len - clean)
 }
 
 /// Appends `n` in decimal.
 pub(crate) fn push_u64(buf: &mut Vec<u8>, n: u64) {
+    let len = n.checked_ilog10().map_or(1, |log| log as usize + 1);
     let mut digits = [0u8; 20];
-    let start = decimal(&mut digits, n);
-    buf.extend_from_slice(&digits[start..]);
+    fixed_digits(&mut digits[..len], n);
+    // A fixed-size copy (no call), then the digits kept.
+    let end = buf.len() + len;
+    buf.extend_from_slice(&digits);
+    buf.truncate(end);
 }
 
 /// Writes `n` (below 10^`width`) as exactly `width` decimal digits into `out`.
@@ -684,30 +704,41 @@ fn fixed_digits(out: &mut [u8], mut n: u64) {
     }
 }
 
+/// Each octet's decimal digits followed by a dot, left-aligned (`7.`, `42.`, `203.`).
+static OCTET_DOT: [[u8; 4]; 256] = {
+    let mut table = [[0u8; 4]; 256];
+    let mut n = 0;
+    while n < 256 {
+        // Below 256: each quotient is a single digit.
+        let (hundreds, tens, ones) = ((n / 100) as u8, (n / 10 % 10) as u8, (n % 10) as u8);
+        table[n] = if n >= 100 {
+            [b'0' + hundreds, b'0' + tens, b'0' + ones, b'.']
+        } else if n >= 10 {
+            [b'0' + tens, b'0' + ones, b'.', 0]
+        } else {
+            [b'0' + ones, b'.', 0, 0]
+        };
+        n += 1;
+    }
+    table
+};
+
 /// Appends the address as `Display` writes it: dotted IPv4 by hand; IPv6 (rare in practice)
 /// through its `Display` into a stack buffer.
 fn push_ip(buf: &mut Vec<u8>, ip: &IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            let mut out = [0u8; 15];
+            // Four octets with their dots (at most 16 bytes), written four bytes at a time.
+            let mut out = [0u8; 16];
             let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out[len] = b'.';
-                    len += 1;
-                }
-                if octet >= 100 {
-                    out[len] = b'0' + octet / 100;
-                    len += 1;
-                }
-                if octet >= 10 {
-                    out[len] = b'0' + (octet / 10) % 10;
-                    len += 1;
-                }
-                out[len] = b'0' + octet % 10;
-                len += 1;
+            for octet in v4.octets() {
+                out[len..len + 4].copy_from_slice(&OCTET_DOT[usize::from(octet)]);
+                len += 2 + usize::from(octet >= 10) + usize::from(octet >= 100);
             }
-            buf.extend_from_slice(&out[..len]);
+            // A fixed-size copy (no call), then the text kept without the last dot.
+            let end = buf.len() + len - 1;
+            buf.extend_from_slice(&out);
+            buf.truncate(end);
         }
         IpAddr::V6(v6) => {
             use std::io::Write as _;
@@ -733,10 +764,50 @@ pub(crate) fn rfc3339(at: SystemTime) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
-/// Appends [`rfc3339`] of `at`, without `core::fmt`.
+/// Appends [`rfc3339`] of `at`, without `core::fmt`. The text up to the second is kept per
+/// thread for the last second seen, so most events format only the microseconds.
 fn push_rfc3339(buf: &mut Vec<u8>, at: SystemTime) {
+    thread_local! {
+        /// The last second formatted on this thread (since the epoch) and its text (with
+        /// some fraction); starts with the epoch itself.
+        static LAST_SECOND: Cell<(u64, [u8; 27])> =
+            const { Cell::new((0, *b"1970-01-01T00:00:00.000000Z")) };
+    }
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
+    let (last, mut text) = LAST_SECOND.get();
+    if last != secs {
+        let Some(new) = date_time(secs) else {
+            push_wide_rfc3339(buf, since);
+            return;
+        };
+        text = new;
+        LAST_SECOND.set((secs, text));
+    }
+    fixed_digits(&mut text[20..26], u64::from(since.subsec_micros()));
+    buf.extend_from_slice(&text);
+}
+
+/// [`push_rfc3339`] of a year past 9999, wider than four digits as `{:04}` writes it.
+#[cold]
+fn push_wide_rfc3339(buf: &mut Vec<u8>, since: Duration) {
+    let (year, mut text) = civil(since.as_secs());
+    fixed_digits(&mut text[20..26], u64::from(since.subsec_micros()));
+    push_u64(buf, year);
+    buf.extend_from_slice(&text[4..]);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.000000Z` of `secs` since the epoch, unless its year has more than
+/// four digits.
+#[inline(never)]
+fn date_time(secs: u64) -> Option<[u8; 27]> {
+    let (year, text) = civil(secs);
+    (year < 10_000).then_some(text)
+}
+
+/// The year of `secs` since the epoch and its `YYYY-MM-DDTHH:MM:SS.000000Z` (the year's
+/// digits left as `0000` when it has more than four).
+fn civil(secs: u64) -> (u64, [u8; 27]) {
     // Civil date from days since the epoch (H. Hinnant's algorithm); every quantity is
     // non-negative since `days` is.
     let days = secs / 86_400;
@@ -750,23 +821,16 @@ fn push_rfc3339(buf: &mut Vec<u8>, at: SystemTime) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    if year >= 10_000 {
-        // Wider than four digits, as `{:04}` writes it.
-        push_u64(buf, year);
-    } else {
-        let mut y = [0u8; 4];
-        fixed_digits(&mut y, year);
-        buf.extend_from_slice(&y);
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    if year < 10_000 {
+        fixed_digits(&mut out[..4], year);
     }
-    // -MM-DDTHH:MM:SS.uuuuuuZ
-    let mut out = *b"-00-00T00:00:00.000000Z";
-    fixed_digits(&mut out[1..3], month);
-    fixed_digits(&mut out[4..6], day);
-    fixed_digits(&mut out[7..9], rem / 3600);
-    fixed_digits(&mut out[10..12], (rem / 60) % 60);
-    fixed_digits(&mut out[13..15], rem % 60);
-    fixed_digits(&mut out[16..22], u64::from(since.subsec_micros()));
-    buf.extend_from_slice(&out);
+    fixed_digits(&mut out[5..7], month);
+    fixed_digits(&mut out[8..10], day);
+    fixed_digits(&mut out[11..13], rem / 3600);
+    fixed_digits(&mut out[14..16], (rem / 60) % 60);
+    fixed_digits(&mut out[17..19], rem % 60);
+    (year, out)
 }
 
 #[cfg(test)]
@@ -1166,6 +1230,225 @@ mod tests {
                 push_json_str(&mut new, s);
                 previous::push_json_str(&mut old, s);
                 proptest::prop_assert_eq!(new, old);
+            }
+        }
+    }
+
+    /// The per-thread second against the `core::fmt` formatter: the same second again, the
+    /// next, the one before, far ones, the first and last instants of a second, day, month and
+    /// year ends (Unix time has no leap second: a UTC leap second's 23:59:59 is followed by
+    /// 00:00:00 here as in the reference), and five-digit years (never kept) between kept
+    /// seconds; on threads that start at the preset second and elsewhere.
+    #[test]
+    fn kept_seconds_format_as_the_reference() {
+        let seconds: &[u64] = &[
+            0,
+            1,
+            59,
+            60,
+            86_399,
+            86_400,
+            78_796_799,      // 1972-06-30T23:59:59, before a leap second
+            78_796_800,      // 1972-07-01
+            951_782_399,     // 2000-02-28T23:59:59
+            951_782_400,     // 2000-02-29
+            951_868_800,     // 2000-03-01
+            946_684_799,     // 1999-12-31T23:59:59
+            1_483_228_799,   // 2016-12-31T23:59:59, before a leap second
+            1_483_228_800,   // 2017-01-01
+            2_147_483_647,   // 2038-01-19T03:14:07
+            4_107_542_399,   // 2100-02-28T23:59:59 (2100 is not a leap year)
+            4_107_542_400,   // 2100-03-01
+            253_402_300_799, // 9999-12-31T23:59:59
+            253_402_300_800, // 10000-01-01
+            253_402_300_801,
+            1 << 40,
+            1_795_416_340,
+        ];
+        let mut instants = Vec::new();
+        for &secs in seconds {
+            for nanos in [0, 999, 1_000, 500_000_000, 999_999_000, 999_999_999] {
+                instants.push((secs, nanos));
+            }
+            // Back and forth around it.
+            for near in [secs + 1, secs, secs.saturating_sub(1), secs, secs + 1] {
+                instants.push((near, 123_456_789));
+            }
+        }
+        let now = SystemTime::now();
+        let check = |order: &mut dyn Iterator<Item = (u64, u32)>| {
+            for (secs, nanos) in order {
+                let t = UNIX_EPOCH + Duration::new(secs, nanos);
+                let expected = previous::rfc3339(t);
+                assert_eq!(rfc3339(t), expected, "{secs}.{nanos:09}");
+                // Appended after what the buffer holds.
+                let mut buf = b"x".to_vec();
+                push_rfc3339(&mut buf, t);
+                assert_eq!(&buf[1..], expected.as_bytes());
+            }
+            assert_eq!(rfc3339(now), previous::rfc3339(now));
+        };
+        check(&mut instants.iter().copied());
+        check(&mut instants.iter().rev().copied());
+        // Each thread keeps its own second, starting with the epoch's.
+        std::thread::scope(|scope| {
+            for first in [0, 999_999_999, 86_400, 253_402_300_800] {
+                let instants = &instants;
+                scope.spawn(move || {
+                    let t = UNIX_EPOCH + Duration::from_nanos(first);
+                    assert_eq!(rfc3339(t), previous::rfc3339(t));
+                    check(&mut instants.iter().copied());
+                });
+            }
+        });
+    }
+
+    /// The principal's fields, kept inside it from its second event on, against the reference
+    /// formatter on every event: every authentication method, with and without issuer and
+    /// key id, subjects and issuers with quotes, backslashes, control and non-ASCII characters;
+    /// shared by clones and by threads formatting it at once.
+    #[test]
+    fn kept_principal_fields_match_the_reference() {
+        for i in 0..40u64 {
+            let e = full_event(i);
+            let p = e.principal.clone().unwrap();
+            let reference = previous::to_json(&e);
+            assert!(p.audit_json().get().is_none());
+            assert_eq!(e.to_json(), reference);
+            for _ in 0..3 {
+                assert_eq!(e.to_json(), reference);
+            }
+            let mut direct = Vec::new();
+            write_principal(&mut direct, &p);
+            assert_eq!(p.audit_json().get(), Some(&direct[..]));
+            // A clone shares what was kept; other fields around it change.
+            let mut other = AuditEvent::new(EventType::AuthnSuccess)
+                .with_timestamp(UNIX_EPOCH + Duration::from_secs(i))
+                .with_principal(p.clone());
+            assert_eq!(new_line(&other), previous::to_json(&other));
+            other.request_id = Some(RequestId::generate());
+            other.client_ip = Some(IpAddr::from([10, 0, 0, 1]));
+            assert_eq!(new_line(&other), previous::to_json(&other));
+        }
+        // Threads formatting principals for the first times at once.
+        for i in 0..5u64 {
+            let e = full_event(i);
+            let reference = previous::to_json(&e);
+            std::thread::scope(|scope| {
+                for _ in 0..4 {
+                    scope.spawn(|| {
+                        for _ in 0..50 {
+                            assert_eq!(e.to_json(), reference);
+                        }
+                    });
+                }
+            });
+        }
+        // A principal built with nothing but a subject, and one with an empty subject.
+        for subject in ["", "x"] {
+            let p = Principal::builder(subject, AuthMethod::Other(String::new())).build();
+            let e = AuditEvent::new(EventType::AuthzAllow).with_principal(p);
+            for _ in 0..3 {
+                assert_eq!(new_line(&e), previous::to_json(&e));
+            }
+        }
+    }
+
+    /// Strings of every length up to past four words, clean and with each byte to escape at
+    /// each position (the last word read overlaps the one before it), and with a multi-byte
+    /// character at the end.
+    #[test]
+    fn every_length_and_position_escapes_as_before() {
+        let check = |s: &str| {
+            let (mut new, mut old) = (Vec::new(), Vec::new());
+            push_json_str(&mut new, s);
+            previous::push_json_str(&mut old, s);
+            assert_eq!(new, old, "{s:?}");
+        };
+        let specials: Vec<u8> = (0u8..0x80)
+            .filter(|b| ESCAPE[usize::from(*b)] != 0)
+            .collect();
+        for len in 0..=40 {
+            let clean: String = ('a'..='z').chain('0'..='9').cycle().take(len).collect();
+            check(&clean);
+            check(&format!("{clean}é"));
+            check(&format!("é{clean}"));
+            for &b in &specials {
+                for at in 0..len {
+                    let mut bytes = clean.clone().into_bytes();
+                    bytes[at] = b;
+                    check(&String::from_utf8(bytes).unwrap());
+                }
+            }
+        }
+    }
+
+    /// A method is written without escaping: every name `http` accepts needs none.
+    #[test]
+    fn methods_need_no_escaping() {
+        let mut names: Vec<Vec<u8>> = (0u8..=255).map(|b| vec![b]).collect();
+        // Long extension methods are stored apart from short ones.
+        names.extend((0u8..=255).map(|b| vec![b; 24]));
+        names.extend(
+            [
+                "GET",
+                "PROPFIND",
+                "M-SEARCH",
+                "!#$%&'*+-.^_`|~",
+                "a\"b",
+                "a\\b",
+                "é",
+            ]
+            .map(|name| name.as_bytes().to_vec()),
+        );
+        let mut accepted = 0;
+        for name in names {
+            let Ok(method) = Method::from_bytes(&name) else {
+                continue;
+            };
+            accepted += 1;
+            let mut escaped = Vec::new();
+            push_json_str(&mut escaped, method.as_str());
+            assert_eq!(escaped, [b"\"", method.as_str().as_bytes(), b"\""].concat());
+        }
+        assert!(accepted > 150, "{accepted}");
+        let mut e = AuditEvent::new(EventType::AuthzAllow);
+        for method in [
+            Method::GET,
+            Method::from_bytes(b"X-CUSTOM-METHOD-NAME").unwrap(),
+        ] {
+            e.method = Some(method);
+            assert_eq!(new_line(&e), previous::to_json(&e));
+        }
+    }
+
+    /// Integers at every change of length, and every IPv4 octet in every position.
+    #[test]
+    fn integer_lengths_and_octets_match_core_fmt() {
+        let mut n = 1u64;
+        loop {
+            for m in [n - 1, n, n + 1, n.saturating_mul(5)] {
+                let mut buf = b"x".to_vec();
+                push_u64(&mut buf, m);
+                assert_eq!(&buf[1..], m.to_string().as_bytes());
+            }
+            let Some(next) = n.checked_mul(10) else {
+                break;
+            };
+            n = next;
+        }
+        for octet in 0..=255u8 {
+            for ip in [
+                [octet, 0, 0, 0],
+                [0, octet, 0, 0],
+                [255, 255, octet, 255],
+                [1, 22, 255, octet],
+                [octet; 4],
+            ] {
+                let ip = IpAddr::from(ip);
+                let mut buf = b"x".to_vec();
+                push_ip(&mut buf, &ip);
+                assert_eq!(&buf[1..], ip.to_string().as_bytes());
             }
         }
     }
