@@ -10,7 +10,8 @@
 #   WARMUP       wrk warm-up duration per server         (default 2s)
 #   CONNECTIONS  wrk connections                         (default 32)
 #   THREADS      wrk threads                             (default 1)
-#   ROUNDS       measured bare/secure pairs, alternated  (default 1)
+#   ROUNDS       measured bare/secure pairs; odd rounds run bare first, even rounds secure
+#                first (default 1; use an even number)
 #   DEV_KEY_ALG  the secure server's token algorithm     (default RS256; or EdDSA)
 #   BARE_TOKEN   1: bare axum receives the same requests, token header included, which it
 #                ignores (default); 0: bare axum receives requests without the header
@@ -195,9 +196,17 @@ secure_sum=0
 bare_cpu_sum=0
 secure_cpu_sum=0
 for round in $(seq 1 "$ROUNDS"); do
-    read -r bare bare_cpu < <(run_wrk "$DURATION" "$BARE_PID" "$BARE_URL" "${BARE_HEADER[@]}")
-    read -r secure secure_cpu < <(run_wrk "$DURATION" "$SECURE_PID" "$SECURE_URL" \
-        "Authorization: Bearer $TOKEN")
+    # Alternate which server goes first (bare, secure; then secure, bare; ...), so a drift of
+    # the machine's speed within a round favours neither.
+    if [ $((round % 2)) -eq 1 ]; then
+        read -r bare bare_cpu < <(run_wrk "$DURATION" "$BARE_PID" "$BARE_URL" "${BARE_HEADER[@]}")
+        read -r secure secure_cpu < <(run_wrk "$DURATION" "$SECURE_PID" "$SECURE_URL" \
+            "Authorization: Bearer $TOKEN")
+    else
+        read -r secure secure_cpu < <(run_wrk "$DURATION" "$SECURE_PID" "$SECURE_URL" \
+            "Authorization: Bearer $TOKEN")
+        read -r bare bare_cpu < <(run_wrk "$DURATION" "$BARE_PID" "$BARE_URL" "${BARE_HEADER[@]}")
+    fi
     if [ -z "${bare:-}" ] || [ -z "${secure:-}" ]; then
         echo "a wrk run failed (see above)" >&2
         exit 1
