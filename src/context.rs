@@ -818,17 +818,22 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn audit_event_keeps_path_trace_id_and_auditor() {
-        use std::sync::Mutex;
-        use tower::{ServiceExt, service_fn};
-
-        let events = Arc::new(Mutex::new(Vec::<AuditEvent>::new()));
+    /// An auditor that keeps every event it records.
+    fn capturing_auditor() -> (Auditor, Arc<std::sync::Mutex<Vec<AuditEvent>>>) {
+        let events = Arc::new(std::sync::Mutex::new(Vec::<AuditEvent>::new()));
         let captured = events.clone();
         let auditor = Auditor::builder()
             .sink(move |event: &AuditEvent| captured.lock().unwrap().push(event.clone()))
             .build()
             .unwrap();
+        (auditor, events)
+    }
+
+    #[tokio::test]
+    async fn audit_event_keeps_path_trace_id_and_auditor() {
+        use tower::{ServiceExt, service_fn};
+
+        let (auditor, events) = capturing_auditor();
         let svc = RequestContextLayer::new()
             .with_auditor(auditor)
             .layer(service_fn(|_req: Request<String>| async {
@@ -866,12 +871,7 @@ mod tests {
         use std::sync::Mutex;
         use tower::{ServiceExt, service_fn};
 
-        let events = Arc::new(Mutex::new(Vec::<AuditEvent>::new()));
-        let captured = events.clone();
-        let auditor = Auditor::builder()
-            .sink(move |event: &AuditEvent| captured.lock().unwrap().push(event.clone()))
-            .build()
-            .unwrap();
+        let (auditor, events) = capturing_auditor();
         let seen = Arc::new(Mutex::new(None::<RequestContext>));
         let inner_seen = seen.clone();
         let svc = RequestContextLayer::new()

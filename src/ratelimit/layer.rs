@@ -890,6 +890,15 @@ mod tests {
         req
     }
 
+    /// The status `svc` answers `req` with.
+    async fn status_of<S, B>(svc: &S, req: Request<String>) -> StatusCode
+    where
+        S: Service<Request<String>, Response = Response<B>> + Clone,
+        S::Error: fmt::Debug,
+    {
+        svc.clone().oneshot(req).await.unwrap().status()
+    }
+
     #[tokio::test]
     async fn system_clock_limits_use_the_arrival_time_from_the_edge() {
         let limit = || {
@@ -901,34 +910,22 @@ mod tests {
         };
         let svc = limit().layer(echo());
         let now = std::time::SystemTime::now();
-        let status = |req| {
-            let svc = svc.clone();
-            async move { svc.oneshot(req).await.unwrap().status() }
-        };
-        assert_eq!(status(arrived_at("192.0.2.1", now)).await, StatusCode::OK);
+        let arrived = |at| arrived_at("192.0.2.1", at);
+        assert_eq!(status_of(&svc, arrived(now)).await, StatusCode::OK);
         assert_eq!(
-            status(arrived_at("192.0.2.1", now)).await,
+            status_of(&svc, arrived(now)).await,
             StatusCode::TOO_MANY_REQUESTS
         );
         // An hour later by the request's arrival time (the system clock has not moved): allowed,
         // so the arrival time was used and the clock was not read.
         let later = now + Duration::from_secs(3_600);
-        assert_eq!(status(arrived_at("192.0.2.1", later)).await, StatusCode::OK);
+        assert_eq!(status_of(&svc, arrived(later)).await, StatusCode::OK);
         // Without the edge's context, the clock decides: still within the hour.
         let svc = limit().layer(echo());
+        let plain = || request("192.0.2.1", None);
+        assert_eq!(status_of(&svc, plain()).await, StatusCode::OK);
         assert_eq!(
-            svc.clone()
-                .oneshot(request("192.0.2.1", None))
-                .await
-                .unwrap()
-                .status(),
-            StatusCode::OK
-        );
-        assert_eq!(
-            svc.oneshot(request("192.0.2.1", None))
-                .await
-                .unwrap()
-                .status(),
+            status_of(&svc, plain()).await,
             StatusCode::TOO_MANY_REQUESTS
         );
     }
@@ -946,20 +943,15 @@ mod tests {
             .layer(RequestContextLayer::new())
             .layer(limit)
             .service(echo());
-        let status = || {
-            let svc = svc.clone();
-            async move {
-                svc.oneshot(request("192.0.2.1", None))
-                    .await
-                    .unwrap()
-                    .status()
-            }
-        };
-        assert_eq!(status().await, StatusCode::OK);
-        assert_eq!(status().await, StatusCode::TOO_MANY_REQUESTS);
+        let plain = || request("192.0.2.1", None);
+        assert_eq!(status_of(&svc, plain()).await, StatusCode::OK);
+        assert_eq!(
+            status_of(&svc, plain()).await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
         // Only the injected clock moved: the edge's arrival time would still refuse.
         clock.advance(Duration::from_secs(3_600));
-        assert_eq!(status().await, StatusCode::OK);
+        assert_eq!(status_of(&svc, plain()).await, StatusCode::OK);
         // A request carrying an arrival time far ahead does not move an injected clock either.
         let svc = ServiceBuilder::new()
             .layer(
@@ -973,18 +965,12 @@ mod tests {
             .service(echo());
         let ahead = clock.now() + Duration::from_secs(3_600);
         assert_eq!(
-            svc.clone()
-                .oneshot(arrived_at("192.0.2.1", ahead))
-                .await
-                .unwrap()
-                .status(),
+            status_of(&svc, arrived_at("192.0.2.1", ahead)).await,
             StatusCode::OK
         );
+        let further = ahead + Duration::from_secs(3_600);
         assert_eq!(
-            svc.oneshot(arrived_at("192.0.2.1", ahead + Duration::from_secs(3_600)))
-                .await
-                .unwrap()
-                .status(),
+            status_of(&svc, arrived_at("192.0.2.1", further)).await,
             StatusCode::TOO_MANY_REQUESTS
         );
     }
