@@ -78,12 +78,7 @@ pub(crate) fn request_time(clock: &dyn Clock, extensions: &http::Extensions) -> 
 /// [`request_time`] in seconds since the Unix epoch, as [`Clock::unix_seconds`] counts them.
 #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
 pub(crate) fn request_unix_seconds(clock: &dyn Clock, extensions: &http::Extensions) -> u64 {
-    if clock.is_system()
-        && let Some(context) = extensions.get::<RequestContext>()
-    {
-        return unix_seconds(context.received);
-    }
-    clock.unix_seconds()
+    unix_seconds(request_time(clock, extensions))
 }
 
 /// A shared, cheaply cloned clock handle.
@@ -166,7 +161,7 @@ mod tests {
 
     #[test]
     fn only_the_system_clock_defers_to_the_request_arrival_time() {
-        use crate::context::{RequestContext, RequestId};
+        use crate::context::RequestContext;
 
         let received = UNIX_EPOCH + Duration::from_secs(1_000_000_007);
         let mut extensions = http::Extensions::new();
@@ -178,13 +173,7 @@ mod tests {
         assert_eq!(request_time(&manual, &extensions), manual.now());
         assert_eq!(request_unix_seconds(&manual, &extensions), 42);
         assert_ne!(request_time(&*system, &extensions), received);
-        extensions.insert(RequestContext {
-            request_id: RequestId::generate(),
-            started: std::time::Instant::now(),
-            received,
-            client_ip: None,
-            grpc: false,
-        });
+        extensions.insert(RequestContext::arrived_at(received, None));
         assert_eq!(request_time(&*system, &extensions), received);
         assert_eq!(request_unix_seconds(&*system, &extensions), 1_000_000_007);
         assert_eq!(request_time(&manual, &extensions), manual.now());

@@ -228,6 +228,21 @@ pub struct RequestContext {
     pub grpc: bool,
 }
 
+#[cfg(test)]
+impl RequestContext {
+    /// The context the edge gives a request that arrived at `received` (tests of the layers
+    /// behind it).
+    pub(crate) fn arrived_at(received: SystemTime, client_ip: Option<IpAddr>) -> Self {
+        Self {
+            request_id: RequestId::generate(),
+            started: Instant::now(),
+            received,
+            client_ip,
+            grpc: false,
+        }
+    }
+}
+
 /// The route template a request matched, recorded in the response extensions by the
 /// authorization guard so the audit event can name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -899,7 +914,6 @@ mod tests {
         let duration = event.duration.expect("duration");
         assert!(duration >= std::time::Duration::from_millis(5));
         assert_eq!(event.timestamp, context.received + duration);
-        assert!(event.timestamp <= after);
     }
 
     #[test]

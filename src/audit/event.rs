@@ -1292,10 +1292,11 @@ mod tests {
         check(&mut instants.iter().rev().copied());
         // Each thread keeps its own second, starting with the epoch's.
         std::thread::scope(|scope| {
-            for first in [0, 999_999_999, 86_400, 253_402_300_800] {
+            // The epoch's last nanosecond, a day later, and the first second of year 10000.
+            for (secs, nanos) in [(0, 0), (0, 999_999_999), (86_400, 0), (253_402_300_800, 0)] {
                 let instants = &instants;
                 scope.spawn(move || {
-                    let t = UNIX_EPOCH + Duration::from_nanos(first);
+                    let t = UNIX_EPOCH + Duration::new(secs, nanos);
                     assert_eq!(rfc3339(t), previous::rfc3339(t));
                     check(&mut instants.iter().copied());
                 });

@@ -1201,7 +1201,7 @@ mod tests {
     #[test]
     fn expiry_behind_the_edge_uses_the_arrival_time_only_with_the_system_clock() {
         use crate::clock::Clock;
-        use crate::context::{RequestContext, RequestId};
+        use crate::context::RequestContext;
 
         let key = generate_api_key("exp").unwrap();
         let now = SystemClock.unix_seconds();
@@ -1210,13 +1210,8 @@ mod tests {
         let request = |received: Option<SystemTime>| {
             let mut p = parts(&[("authorization", header.as_str())], "/");
             if let Some(received) = received {
-                p.extensions.insert(RequestContext {
-                    request_id: RequestId::generate(),
-                    started: std::time::Instant::now(),
-                    received,
-                    client_ip: None,
-                    grpc: false,
-                });
+                p.extensions
+                    .insert(RequestContext::arrived_at(received, None));
             }
             p
         };

@@ -880,13 +880,11 @@ mod tests {
     /// A request as the edge leaves it, arrived at `received`.
     fn arrived_at(ip: &str, received: std::time::SystemTime) -> Request<String> {
         let mut req = request(ip, None);
-        req.extensions_mut().insert(crate::context::RequestContext {
-            request_id: crate::context::RequestId::generate(),
-            started: std::time::Instant::now(),
-            received,
-            client_ip: Some(ip.parse().unwrap()),
-            grpc: false,
-        });
+        req.extensions_mut()
+            .insert(crate::context::RequestContext::arrived_at(
+                received,
+                Some(ip.parse().unwrap()),
+            ));
         req
     }
 

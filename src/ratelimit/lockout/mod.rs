@@ -1086,7 +1086,7 @@ mod tests {
 
     #[tokio::test]
     async fn system_clock_checks_use_the_arrival_time_from_the_edge() {
-        use crate::context::{ClientIp, RequestContext, RequestId};
+        use crate::context::{ClientIp, RequestContext};
         use http::StatusCode;
         use tower::{ServiceExt, service_fn};
 
@@ -1104,13 +1104,8 @@ mod tests {
             let mut req = Request::new(String::new());
             req.extensions_mut().insert(ClientIp(ip));
             if let Some(received) = received {
-                req.extensions_mut().insert(RequestContext {
-                    request_id: RequestId::generate(),
-                    started: std::time::Instant::now(),
-                    received,
-                    client_ip: Some(ip),
-                    grpc: false,
-                });
+                req.extensions_mut()
+                    .insert(RequestContext::arrived_at(received, Some(ip)));
             }
             let svc = svc.clone();
             async move { svc.oneshot(req).await.unwrap().status() }
