@@ -259,6 +259,26 @@ impl RejectionKind {
     pub const fn audit_event_type(self) -> &'static str {
         self.row().audit_event
     }
+    /// Every kind, in declaration order (the metrics' static label keys are built from it).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) const ALL: [RejectionKind; 13] = {
+        use RejectionKind::*;
+        [
+            MissingCredential,
+            InvalidCredential,
+            InvalidCredentialRequest,
+            Forbidden,
+            BadRequest,
+            NotFound,
+            MethodNotAllowed,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            ValidationFailed,
+            RateLimited,
+            LockedOut,
+            CrossSiteRequest,
+        ]
+    };
     /// A stable snake_case name for logs and metrics (`invalid_credential`, ...).
     pub const fn name(self) -> &'static str {
         use RejectionKind::*;
@@ -649,21 +669,7 @@ impl axum::response::IntoResponse for Rejection {
 mod tests {
     use super::*;
 
-    const ALL: [RejectionKind; 13] = [
-        RejectionKind::MissingCredential,
-        RejectionKind::InvalidCredential,
-        RejectionKind::InvalidCredentialRequest,
-        RejectionKind::Forbidden,
-        RejectionKind::BadRequest,
-        RejectionKind::NotFound,
-        RejectionKind::MethodNotAllowed,
-        RejectionKind::PayloadTooLarge,
-        RejectionKind::UnsupportedMediaType,
-        RejectionKind::ValidationFailed,
-        RejectionKind::RateLimited,
-        RejectionKind::LockedOut,
-        RejectionKind::CrossSiteRequest,
-    ];
+    const ALL: [RejectionKind; 13] = RejectionKind::ALL;
 
     #[test]
     fn table_statuses_and_grpc_codes() {

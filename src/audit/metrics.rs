@@ -56,6 +56,7 @@ mod imp {
 
     use super::*;
     use crate::audit::EventType;
+    use crate::rejection::RejectionKind;
     use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
     use std::sync::OnceLock;
 
@@ -117,22 +118,17 @@ mod imp {
         };
     }
 
-    /// The rejection kinds with a static key; others go through the facade.
-    const KINDS: [&str; 13] = [
-        "missing_credential",
-        "invalid_credential",
-        "invalid_credential_request",
-        "forbidden",
-        "bad_request",
-        "not_found",
-        "method_not_allowed",
-        "payload_too_large",
-        "unsupported_media_type",
-        "validation_failed",
-        "rate_limited",
-        "locked_out",
-        "cross_site_request",
-    ];
+    /// The rejection kinds with a static key (every [`RejectionKind`]'s name); others go
+    /// through the facade.
+    const KINDS: [&str; RejectionKind::ALL.len()] = {
+        let mut names = [""; RejectionKind::ALL.len()];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = RejectionKind::ALL[i].name();
+            i += 1;
+        }
+        names
+    };
     static REJECTION_KEYS: [Key; KINDS.len()] = keys!(
         REJECTIONS,
         "kind",
